@@ -1,0 +1,455 @@
+//! The Pingora `ProxyHttp` implementation. Each phase only dispatches: routing to
+//! `router`, path building to `router::upstream_path`, headers to `forwarding`,
+//! policy to the route's plugin chain, and every made-up response to
+//! [`GatewayError::render`].
+
+pub mod ctx;
+pub mod forwarding;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::Version;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::config::model::UpstreamScheme;
+use crate::error::{GatewayError, RenderCtx, KONG_VERSION_TOKEN};
+use crate::plugins::Flow;
+use crate::router::{normalize, split_host_header, upstream_path, RequestInfo};
+use crate::state::Gateway;
+use ctx::RequestCtx;
+
+/// The proxy for one listener. The HTTP and HTTPS listeners each get one, sharing
+/// the [`Gateway`] state.
+pub struct GatewayProxy {
+    /// Shared state.
+    pub gateway: Arc<Gateway>,
+    /// Whether this listener terminates TLS.
+    pub tls: bool,
+}
+
+fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The request's host: the `Host` header, else the HTTP/2 `:authority`.
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    header_str(req, "host").or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+impl GatewayProxy {
+    fn listener_port(session: &Session) -> u16 {
+        session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(0, |a| a.port())
+    }
+
+    /// Routes the request and runs the access phase of its plugins.
+    ///
+    /// Returns `Ok` when the request should go upstream, or the error to answer with.
+    async fn route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        let runtime = self.gateway.runtime.load_full();
+        ctx.runtime = Some(runtime.clone());
+        let listener_port = Self::listener_port(session);
+        let req = session.req_header();
+        let (raw_path, query) = match req.uri.path_and_query() {
+            Some(pq) => match pq.as_str().split_once('?') {
+                Some((p, q)) => (p.to_string(), Some(q.to_string())),
+                None => (pq.as_str().to_string(), None),
+            },
+            None => ("/".to_string(), None),
+        };
+        let path = normalize::normalize_path(&raw_path).map_err(|_| GatewayError::BadRequest)?;
+        ctx.raw_path = raw_path;
+        let (host, host_port) = match request_host(req) {
+            Some(h) => {
+                let (name, port) = split_host_header(h);
+                (Some(name), port)
+            }
+            None => (None, None),
+        };
+        let info = RequestInfo {
+            method: req.method.as_str(),
+            host,
+            port: host_port.unwrap_or(listener_port),
+            path: &path,
+            headers: &req.headers,
+        };
+        let found = runtime
+            .router
+            .find(&runtime.config, &info)
+            .ok_or(GatewayError::NoRoute)?;
+        let route = &runtime.config.routes[found.route];
+        ctx.route = Some(found.route);
+
+        if !self.tls && !route.protocols.http {
+            return Err(if route.https_redirect_status_code == 426 {
+                GatewayError::HttpsRequired
+            } else {
+                let host = host.unwrap_or("").to_ascii_lowercase();
+                let uri = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                GatewayError::HttpsRedirect {
+                    status: route.https_redirect_status_code,
+                    location: format!("https://{host}{uri}"),
+                }
+            });
+        }
+        let service = route
+            .service
+            .and_then(|s| runtime.config.services.get(s))
+            .ok_or(GatewayError::NoService)?;
+        let prefix = if route.strip_path {
+            &path[..found.prefix_len]
+        } else {
+            "/"
+        };
+        if route.strip_path && !route.paths.is_empty() && prefix != "/" {
+            ctx.stripped_prefix = Some(prefix.to_string());
+        }
+        ctx.upstream_uri = Some(upstream_path::build(
+            service.path.as_deref(),
+            route.strip_path,
+            prefix,
+            &path,
+            query.as_deref(),
+        ));
+
+        let chain = runtime.chains.get(found.route).cloned().unwrap_or_default();
+        for plugin in &chain {
+            match plugin.access(session, ctx).await? {
+                Flow::Continue => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a gateway-made response. Runs at most once per request.
+    async fn respond(&self, session: &mut Session, ctx: &RequestCtx, err: &GatewayError) {
+        let req = session.req_header();
+        let render = RenderCtx {
+            accept: header_str(req, "accept"),
+            content_type: header_str(req, "content-type"),
+            request_id: &ctx.request_id,
+            head: req.method == http::Method::HEAD,
+            latency_ms: ctx.started.elapsed().as_millis(),
+        };
+        let (header, body) = err.render(&render);
+        let end = body.is_empty();
+        if let Err(e) = session.write_response_header(Box::new(header), end).await {
+            tracing::debug!(request_id = %ctx.request_id, "client went away before the error response: {e}");
+            return;
+        }
+        if !end {
+            if let Err(e) = session.write_response_body(Some(body), true).await {
+                tracing::debug!(request_id = %ctx.request_id, "client went away during the error response: {e}");
+            }
+        }
+    }
+
+    /// Maps a Pingora error to the response Kong would give (§8.4).
+    fn classify(e: &Error) -> Option<GatewayError> {
+        match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                return Some(GatewayError::UpstreamTimeout)
+            }
+            ErrorType::HTTPStatus(code) if (400..500).contains(code) => {
+                return Some(GatewayError::BadRequest)
+            }
+            _ => {}
+        }
+        match e.esource() {
+            ErrorSource::Upstream => Some(GatewayError::UpstreamInvalid),
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => None,
+                _ => Some(GatewayError::BadRequest),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => Some(GatewayError::Internal),
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        let mut ctx = RequestCtx::new();
+        ctx._inflight = Some(self.gateway.stats.inflight());
+        ctx
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<bool> {
+        match self.route(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(err) => {
+                self.respond(session, ctx, &err).await;
+                ctx.failure = Some(err);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<Box<HttpPeer>> {
+        let runtime = ctx
+            .runtime
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no config snapshot"))?;
+        let service = ctx
+            .route
+            .and_then(|r| runtime.config.routes.get(r))
+            .and_then(|r| r.service)
+            .and_then(|s| runtime.config.services.get(s))
+            .ok_or_else(|| {
+                Error::explain(ErrorType::InternalError, "no service for the matched route")
+            })?;
+        ctx.tries += 1;
+        if ctx.proxy_started.is_none() {
+            ctx.proxy_started = Some(Instant::now());
+        }
+        let Some(addr) = self.gateway.resolve(&service.host, service.port).await else {
+            ctx.failure = Some(GatewayError::NameResolution);
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "name resolution failed",
+            ));
+        };
+        let tls = service.protocol == UpstreamScheme::Https;
+        let mut peer = HttpPeer::new(addr, tls, service.host.clone());
+        peer.options.connection_timeout = Some(service.connect_timeout);
+        peer.options.read_timeout = Some(service.read_timeout);
+        peer.options.write_timeout = Some(service.write_timeout);
+        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        peer.options.verify_cert = service.tls_verify;
+        peer.options.verify_hostname = service.tls_verify;
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retries = ctx
+            .runtime
+            .as_ref()
+            .and_then(|rt| {
+                let route = rt.config.routes.get(ctx.route?)?;
+                rt.config.services.get(route.service?)
+            })
+            .map_or(0, |s| s.retries);
+        if ctx.tries <= retries && ctx.failure.is_none() {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        let Some(runtime) = ctx.runtime.clone() else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no config snapshot",
+            ));
+        };
+        let Some(route_idx) = ctx.route else {
+            return Err(Error::explain(ErrorType::InternalError, "no route"));
+        };
+        let route = &runtime.config.routes[route_idx];
+        let service = route
+            .service
+            .and_then(|s| runtime.config.services.get(s))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no service"))?;
+        let downstream = session.req_header();
+        let client_version = downstream.version;
+        let client_host = request_host(downstream).map(str::to_string);
+
+        if let Some(uri) = &ctx.upstream_uri {
+            let uri: http::Uri = uri.parse().map_err(|_| {
+                Error::explain(ErrorType::InternalError, "built an invalid upstream uri")
+            })?;
+            upstream.set_uri(uri);
+        }
+        upstream.set_version(Version::HTTP_11);
+        forwarding::strip_request_hop_by_hop(upstream);
+        let host = if route.preserve_host {
+            client_host.clone().unwrap_or_default()
+        } else {
+            forwarding::upstream_host(&service.host, service.port, service.protocol.default_port())
+        };
+        let set = |h: &mut RequestHeader, name: &'static str, value: &str| {
+            h.insert_header(name, value).map(|_| ())
+        };
+        set(upstream, "host", &host)?;
+
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let xff = match header_str(upstream, "x-forwarded-for") {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client_ip}"),
+            _ => client_ip.clone(),
+        };
+        set(upstream, "x-real-ip", &client_ip)?;
+        set(upstream, "x-forwarded-for", &xff)?;
+        set(
+            upstream,
+            "x-forwarded-proto",
+            if self.tls { "https" } else { "http" },
+        )?;
+        let fwd_host = client_host
+            .as_deref()
+            .map(|h| split_host_header(h).0)
+            .unwrap_or("");
+        set(upstream, "x-forwarded-host", fwd_host)?;
+        set(
+            upstream,
+            "x-forwarded-port",
+            &Self::listener_port(session).to_string(),
+        )?;
+        set(upstream, "x-forwarded-path", &ctx.raw_path)?;
+        match &ctx.stripped_prefix {
+            Some(p) => set(upstream, "x-forwarded-prefix", p)?,
+            None => {
+                upstream.remove_header("x-forwarded-prefix");
+            }
+        }
+        let via = forwarding::append_via(header_str(upstream, "via"), client_version);
+        set(upstream, "via", &via)?;
+        set(upstream, "x-kong-request-id", &ctx.request_id)?;
+        if let Some(chain) = runtime.chains.get(route_idx) {
+            for plugin in chain {
+                plugin.upstream_request(ctx, upstream);
+            }
+        }
+        ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        ctx.upstream_latency_ms = ctx.upstream_sent.map(|t| t.elapsed().as_millis());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        let te_trailers = header_str(session.req_header(), "te").is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+        forwarding::strip_response_hop_by_hop(resp, te_trailers);
+        let via = forwarding::append_via(
+            resp.headers.get("via").and_then(|v| v.to_str().ok()),
+            Version::HTTP_11,
+        );
+        resp.insert_header("via", via)?;
+        if !resp.headers.contains_key("server") {
+            resp.insert_header("server", KONG_VERSION_TOKEN)?;
+        }
+        if let Some(ms) = ctx.upstream_latency_ms {
+            resp.insert_header("x-kong-upstream-latency", ms.to_string())?;
+        }
+        let proxy_ms = ctx
+            .proxy_started
+            .map_or(0, |p| p.saturating_duration_since(ctx.started).as_millis());
+        resp.insert_header("x-kong-proxy-latency", proxy_ms.to_string())?;
+        resp.insert_header("x-kong-request-id", ctx.request_id.as_str())?;
+        if let (Some(rt), Some(r)) = (&ctx.runtime, ctx.route) {
+            if let Some(chain) = rt.chains.get(r) {
+                for plugin in chain {
+                    plugin.response(ctx, resp);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let err = ctx.failure.take().or_else(|| Self::classify(e));
+        let code = match &err {
+            Some(err) => {
+                if err == &GatewayError::Internal {
+                    tracing::error!(request_id = %ctx.request_id, "internal error: {e}");
+                } else {
+                    tracing::warn!(request_id = %ctx.request_id, status = err.status(), "proxy error: {e}");
+                }
+                if session.response_written().is_none() {
+                    self.respond(session, ctx, err).await;
+                }
+                err.status()
+            }
+            None => 0,
+        };
+        ctx.failure = err;
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        let route = ctx
+            .runtime
+            .as_ref()
+            .zip(ctx.route)
+            .and_then(|(rt, r)| rt.config.routes.get(r).and_then(|r| r.name.clone()))
+            .unwrap_or_default();
+        // The query string is left out on purpose: it may carry API keys.
+        tracing::info!(
+            target: "access",
+            request_id = %ctx.request_id,
+            method = %req.method,
+            path = %ctx.raw_path,
+            status,
+            route = %route,
+            tries = ctx.tries,
+            latency_ms = ctx.started.elapsed().as_millis() as u64,
+        );
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // Errors with a known client-facing meaning were already logged once.
+        ctx.failure.is_some()
+    }
+}
+
+/// Builds the response body bytes for tests and the admin listener.
+pub fn json_body(value: &serde_json::Value) -> Bytes {
+    Bytes::from(value.to_string())
+}
