@@ -1,8 +1,16 @@
 //! End-to-end harness: starts real gateway, engine, Postgres and Redis processes on
 //! free loopback ports, and gives tests HTTP clients that trust the development CA.
 
+// A test harness reports failure by panicking with a message, so `expect` is the
+// right tool here; the lint stays on for the product crates.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod bin;
 pub mod engine;
+pub mod gateway;
 pub mod pg;
+pub mod pki;
+pub mod upstream;
 
 /// Returns a TCP port on 127.0.0.1 that was free when asked.
 ///
@@ -13,4 +21,41 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("cannot bind a free port: {e}"))
+}
+
+/// Sends one raw HTTP/1.1 request and returns the status code and the body.
+///
+/// For tests that need a request target exactly as written (`/a/../b`,
+/// `%2e%2e`): HTTP client libraries normalise such paths before sending them.
+pub async fn raw_request(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut req = format!("{method} {target} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

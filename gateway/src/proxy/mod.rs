@@ -408,6 +408,9 @@ impl ProxyHttp for GatewayProxy {
                     tracing::warn!(request_id = %ctx.request_id, status = err.status(), "proxy error: {e}");
                 }
                 if session.response_written().is_none() {
+                    // Pingora will not reuse this connection, so say so: a client that
+                    // reused it would otherwise meet a reset.
+                    session.set_keepalive(None);
                     self.respond(session, ctx, err).await;
                 }
                 err.status()

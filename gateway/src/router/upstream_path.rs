@@ -51,17 +51,17 @@ fn trim_dot_prefix(postfix: &str) -> &str {
 }
 
 fn join_stripped(base: &str, postfix: &str, path: &str) -> String {
-    if base.ends_with('/') {
+    if let Some(trimmed) = base.strip_suffix('/') {
         if postfix.is_empty() {
             if base == "/" {
                 "/".to_string()
             } else if path.ends_with('/') {
                 base.to_string()
             } else {
-                base[..base.len() - 1].to_string()
+                trimmed.to_string()
             }
         } else if postfix.starts_with('/') {
-            format!("{}{postfix}", &base[..base.len() - 1])
+            format!("{trimmed}{postfix}")
         } else {
             format!("{base}{postfix}")
         }

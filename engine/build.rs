@@ -1,0 +1,6 @@
+//! Rebuilds the crate when a migration changes: `sqlx::migrate!` embeds the SQL
+//! files at compile time but cannot tell Cargo to watch them on stable Rust.
+
+fn main() {
+    println!("cargo:rerun-if-changed=migrations");
+}

@@ -1,0 +1,37 @@
+//! Command line and environment configuration, parsed with `clap`.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+/// The default database: a SQLite file under `data/` relative to the working
+/// directory, created (with its directory) on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/engine.sqlite?mode=rwc";
+
+/// Options of the `engine` process.
+///
+/// Parsed once at start-up by [`crate::cli::main`]; every option can also come from
+/// the environment variable named in its help.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "engine",
+    version,
+    about = "Revenue Engine: records charges and refunds and answers revenue analytics"
+)]
+pub struct Config {
+    /// Address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long, env = "ENGINE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Database URL: `sqlite://PATH?mode=rwc` or `postgres://USER@HOST:PORT/DB`.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// Maximum number of pooled database connections.
+    #[arg(long, env = "ENGINE_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    /// How long `/readyz` waits for `SELECT 1` before answering 503, in milliseconds.
+    #[arg(long, env = "ENGINE_READY_TIMEOUT_MS", default_value_t = 2000)]
+    pub ready_timeout_ms: u64,
+}

@@ -1,0 +1,188 @@
+//! Postgres backend: pool options, migrations (`migrations/postgres`) and SQL.
+//!
+//! Timestamps are `TIMESTAMPTZ`; buckets are computed from `occurred_at AT TIME
+//! ZONE 'UTC'` so they match SQLite's. `SUM(bigint)` yields `NUMERIC` in Postgres,
+//! so every sum is cast back to `BIGINT` (overflow raises SQLSTATE 22003, reported
+//! as [`DbError::Overflow`]).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use super::{parse_kind, parse_metadata, DbError};
+use crate::model::{Event, EventFilter, Interval, SummaryQuery, SummaryRow};
+
+const EVENT_COLUMNS: &str = "id, customer_id, product, kind, amount, currency, occurred_at, \
+     created_at, metadata::text AS metadata";
+
+/// Postgres pools: `writer` for inserts, `reader` for queries. Today both are the
+/// same pool; a read replica can be plugged in as `reader` later.
+#[derive(Clone, Debug)]
+pub struct PgDb {
+    writer: PgPool,
+    reader: PgPool,
+}
+
+impl PgDb {
+    /// Connects to the Postgres server at `url` and runs the migrations (under
+    /// Postgres' advisory lock, so concurrent starts are safe). Runs once at
+    /// start-up.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .context("cannot connect to Postgres")?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .context("Postgres migrations failed")?;
+        Ok(Self {
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_event(&self, e: &Event) -> Result<(), DbError> {
+        let metadata = e.metadata.as_ref().map(|m| m.to_string());
+        sqlx::query(
+            "INSERT INTO revenue_events \
+             (id, customer_id, product, kind, amount, currency, occurred_at, created_at, metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CAST($9 AS JSONB))",
+        )
+        .bind(&e.id)
+        .bind(&e.customer_id)
+        .bind(&e.product)
+        .bind(e.kind.as_str())
+        .bind(e.amount)
+        .bind(&e.currency)
+        .bind(e.occurred_at)
+        .bind(e.created_at)
+        .bind(metadata)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn get_event(&self, id: &str) -> Result<Option<Event>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM revenue_events WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| event_from_row(&r)).transpose()?)
+    }
+
+    pub(super) async fn list_events(
+        &self,
+        f: &EventFilter,
+        fetch: i64,
+    ) -> Result<Vec<Event>, DbError> {
+        let mut qb = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM revenue_events WHERE TRUE"
+        ));
+        if let Some(v) = &f.customer_id {
+            qb.push(" AND customer_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.product {
+            qb.push(" AND product = ").push_bind(v.clone());
+        }
+        if let Some(v) = f.kind {
+            qb.push(" AND kind = ").push_bind(v.as_str());
+        }
+        if let Some(v) = f.currency {
+            qb.push(" AND currency = ").push_bind(v);
+        }
+        push_range(&mut qb, f.from, f.to);
+        if let Some(c) = &f.cursor {
+            qb.push(" AND (occurred_at, id) < (")
+                .push_bind(c.occurred_at)
+                .push(", ")
+                .push_bind(c.id.clone())
+                .push(")");
+        }
+        qb.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
+            .push_bind(fetch);
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        Ok(rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub(super) async fn summary(&self, q: &SummaryQuery) -> Result<Vec<SummaryRow>, DbError> {
+        let format = match q.interval {
+            Interval::Day => "YYYY-MM-DD",
+            Interval::Month => "YYYY-MM",
+        };
+        let mut qb = QueryBuilder::<Postgres>::new(format!(
+            "SELECT bucket, currency, gross, refunds, gross - refunds AS net, count FROM (\
+             SELECT to_char(occurred_at AT TIME ZONE 'UTC', '{format}') AS bucket, currency, \
+             CAST(SUM(CASE WHEN kind = 'charge' THEN amount ELSE 0 END) AS BIGINT) AS gross, \
+             CAST(SUM(CASE WHEN kind = 'refund' THEN amount ELSE 0 END) AS BIGINT) AS refunds, \
+             COUNT(*) AS count \
+             FROM revenue_events WHERE TRUE"
+        ));
+        if let Some(v) = q.currency {
+            qb.push(" AND currency = ").push_bind(v);
+        }
+        push_range(&mut qb, q.from, q.to);
+        qb.push(" GROUP BY 1, 2) AS totals ORDER BY bucket, currency");
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SummaryRow {
+                    bucket: r.try_get("bucket")?,
+                    currency: r.try_get("currency")?,
+                    gross: r.try_get("gross")?,
+                    refunds: r.try_get("refunds")?,
+                    net: r.try_get("net")?,
+                    count: r.try_get("count")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
+    pub(super) async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+fn push_range(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) {
+    if let Some(v) = from {
+        qb.push(" AND occurred_at >= ").push_bind(v);
+    }
+    if let Some(v) = to {
+        qb.push(" AND occurred_at < ").push_bind(v);
+    }
+}
+
+fn event_from_row(r: &PgRow) -> Result<Event, sqlx::Error> {
+    Ok(Event {
+        id: r.try_get("id")?,
+        customer_id: r.try_get("customer_id")?,
+        product: r.try_get("product")?,
+        kind: parse_kind(r.try_get("kind")?)?,
+        amount: r.try_get("amount")?,
+        currency: r.try_get("currency")?,
+        occurred_at: r.try_get("occurred_at")?,
+        created_at: r.try_get("created_at")?,
+        metadata: parse_metadata(r.try_get("metadata")?)?,
+    })
+}

@@ -1,0 +1,231 @@
+//! SQLite backend: pool options, migrations (`migrations/sqlite`) and SQL.
+//!
+//! Timestamps are TEXT in the fixed-width form `YYYY-MM-DDTHH:MM:SS.ffffffZ`, so
+//! string order is time order and `substr` yields day and month buckets.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{parse_kind, parse_metadata, DbError};
+use crate::model::{Event, EventFilter, Interval, SummaryQuery, SummaryRow};
+
+const EVENT_COLUMNS: &str =
+    "id, customer_id, product, kind, amount, currency, occurred_at, created_at, metadata";
+
+/// SQLite pools. SQLite has no replicas, so reads and writes share one pool.
+#[derive(Clone, Debug)]
+pub struct SqliteDb {
+    pool: SqlitePool,
+}
+
+/// Formats a timestamp the way SQLite stores it.
+pub fn to_text(ts: &DateTime<Utc>) -> String {
+    ts.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn from_text(s: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+impl SqliteDb {
+    /// Opens (creating if missing, with its directory) the SQLite database at `url`
+    /// in WAL mode and runs the migrations. Runs once at start-up.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .context("invalid SQLite URL")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+
+        let filename = options.get_filename().to_path_buf();
+        let in_memory = filename.as_os_str() == ":memory:" || url.contains("mode=memory");
+        if !in_memory {
+            if let Some(dir) = filename.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create directory {}", dir.display()))?;
+            }
+        }
+
+        // Every connection to `:memory:` is a separate database: keep exactly one.
+        let pool_options = if in_memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(max_connections.max(1))
+        };
+        let pool = pool_options
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot open SQLite database {}", filename.display()))?;
+
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .context("SQLite migrations failed")?;
+        Ok(Self { pool })
+    }
+
+    /// Pool used for reads.
+    fn reader(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Pool used for writes.
+    fn writer(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(self.reader()).await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_event(&self, e: &Event) -> Result<(), DbError> {
+        let metadata = e.metadata.as_ref().map(|m| m.to_string());
+        sqlx::query(
+            "INSERT INTO revenue_events \
+             (id, customer_id, product, kind, amount, currency, occurred_at, created_at, metadata) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(&e.customer_id)
+        .bind(&e.product)
+        .bind(e.kind.as_str())
+        .bind(e.amount)
+        .bind(&e.currency)
+        .bind(to_text(&e.occurred_at))
+        .bind(to_text(&e.created_at))
+        .bind(metadata)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn get_event(&self, id: &str) -> Result<Option<Event>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM revenue_events WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await?;
+        Ok(row.map(|r| event_from_row(&r)).transpose()?)
+    }
+
+    pub(super) async fn list_events(
+        &self,
+        f: &EventFilter,
+        fetch: i64,
+    ) -> Result<Vec<Event>, DbError> {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM revenue_events WHERE 1 = 1"
+        ));
+        if let Some(v) = &f.customer_id {
+            qb.push(" AND customer_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.product {
+            qb.push(" AND product = ").push_bind(v.clone());
+        }
+        if let Some(v) = f.kind {
+            qb.push(" AND kind = ").push_bind(v.as_str());
+        }
+        if let Some(v) = f.currency {
+            qb.push(" AND currency = ").push_bind(v);
+        }
+        push_range(&mut qb, f.from.as_ref(), f.to.as_ref());
+        if let Some(c) = &f.cursor {
+            qb.push(" AND (occurred_at, id) < (")
+                .push_bind(to_text(&c.occurred_at))
+                .push(", ")
+                .push_bind(c.id.clone())
+                .push(")");
+        }
+        qb.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
+            .push_bind(fetch);
+        let rows = qb.build().fetch_all(self.reader()).await?;
+        Ok(rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub(super) async fn summary(&self, q: &SummaryQuery) -> Result<Vec<SummaryRow>, DbError> {
+        let bucket_len = match q.interval {
+            Interval::Day => 10,  // YYYY-MM-DD
+            Interval::Month => 7, // YYYY-MM
+        };
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT bucket, currency, gross, refunds, gross - refunds AS net, count FROM (\
+             SELECT substr(occurred_at, 1, {bucket_len}) AS bucket, currency, \
+             SUM(CASE WHEN kind = 'charge' THEN amount ELSE 0 END) AS gross, \
+             SUM(CASE WHEN kind = 'refund' THEN amount ELSE 0 END) AS refunds, \
+             COUNT(*) AS count \
+             FROM revenue_events WHERE 1 = 1"
+        ));
+        if let Some(v) = q.currency {
+            qb.push(" AND currency = ").push_bind(v);
+        }
+        push_range(&mut qb, q.from.as_ref(), q.to.as_ref());
+        qb.push(" GROUP BY bucket, currency) ORDER BY bucket, currency");
+        let rows = qb.build().fetch_all(self.reader()).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SummaryRow {
+                    bucket: r.try_get("bucket")?,
+                    currency: r.try_get("currency")?,
+                    gross: r.try_get("gross")?,
+                    refunds: r.try_get("refunds")?,
+                    net: r.try_get("net")?,
+                    count: r.try_get("count")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn push_range(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    from: Option<&DateTime<Utc>>,
+    to: Option<&DateTime<Utc>>,
+) {
+    if let Some(v) = from {
+        qb.push(" AND occurred_at >= ").push_bind(to_text(v));
+    }
+    if let Some(v) = to {
+        qb.push(" AND occurred_at < ").push_bind(to_text(v));
+    }
+}
+
+fn event_from_row(r: &SqliteRow) -> Result<Event, sqlx::Error> {
+    Ok(Event {
+        id: r.try_get("id")?,
+        customer_id: r.try_get("customer_id")?,
+        product: r.try_get("product")?,
+        kind: parse_kind(r.try_get("kind")?)?,
+        amount: r.try_get("amount")?,
+        currency: r.try_get("currency")?,
+        occurred_at: from_text(r.try_get("occurred_at")?)?,
+        created_at: from_text(r.try_get("created_at")?)?,
+        metadata: parse_metadata(r.try_get("metadata")?)?,
+    })
+}

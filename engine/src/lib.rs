@@ -1,0 +1,111 @@
+//! Revenue Engine: an HTTP service that records charges and refunds and answers
+//! revenue analytics (gross, refunds and net per day or month and currency).
+//!
+//! The binary (`src/main.rs`) only calls [`cli::main`]. Tests and other crates can
+//! build the router with [`app`] around their own [`AppState`], or run the whole
+//! service with [`serve`].
+//!
+//! Module map:
+//! - [`config`]: command line and environment options.
+//! - [`state`]: the shared state handed to every request handler.
+//! - [`error`]: [`AppError`], the one place errors become HTTP responses.
+//! - [`db`]: connection pools for SQLite or Postgres, migrations and queries.
+//! - [`model`]: the domain types (events, filters, cursors, summaries).
+//! - [`validation`]: turns untrusted JSON bodies and query strings into [`model`] types.
+//! - [`routes`]: the HTTP handlers and the router.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod model;
+pub mod routes;
+pub mod state;
+pub mod validation;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::AppError;
+pub use state::AppState;
+
+/// Builds the complete HTTP router (all routes, fallbacks, body limit and request
+/// logging) around `state`.
+///
+/// Runs once at start-up (or once per test); returns a [`Router`] ready for
+/// [`axum::serve()`].
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Runs the service described by `config` until SIGTERM or Ctrl-C.
+///
+/// Connects to the database (creating a SQLite file and its directory if needed),
+/// runs the embedded migrations, binds the listen address, logs it, and serves
+/// requests. On a shutdown signal it stops accepting connections, lets in-flight
+/// requests finish, then closes the pool. Returns an error if the database cannot be
+/// opened or migrated, or the address cannot be bound.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let db = db::Db::connect(&config.database_url, config.db_max_connections)
+        .await
+        .context("cannot open the database")?;
+    tracing::info!(
+        backend = db.backend_name(),
+        "database ready, migrations applied"
+    );
+
+    let state = AppState::new(db.clone(), Duration::from_millis(config.ready_timeout_ms));
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    tracing::info!("engine listening on http://{addr}");
+
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server error")?;
+
+    tracing::info!("shutting down: closing database connections");
+    db.close().await;
+    Ok(())
+}
+
+/// Resolves when the process receives SIGTERM or Ctrl-C (SIGINT).
+///
+/// Used by [`serve`] for graceful shutdown. If a signal handler cannot be installed
+/// the error is logged and that signal is simply not awaited.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,121 @@
+//! HTTP routes and the router.
+//!
+//! | method | path | handler |
+//! | --- | --- | --- |
+//! | GET | `/healthz`, `/api/v1/revenue/healthz` | [`health::healthz`] |
+//! | GET | `/readyz`, `/api/v1/revenue/readyz` | [`health::readyz`] |
+//! | POST | `/api/v1/revenue/events` | [`events::create_event`] |
+//! | GET | `/api/v1/revenue/events` | [`events::list_events`] |
+//! | GET | `/api/v1/revenue/events/{id}` | [`events::get_event`] |
+//! | GET | `/api/v1/revenue/summary` | [`summary::get_summary`] |
+//!
+//! Unknown paths answer 404 and known paths with the wrong method 405, both with the
+//! JSON error body of [`AppError`]. Request bodies are limited to [`BODY_LIMIT`].
+
+pub mod events;
+pub mod health;
+pub mod summary;
+
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Path prefix of the revenue API.
+pub const API_PREFIX: &str = "/api/v1/revenue";
+/// Largest accepted request body, in bytes (64 KiB); larger bodies get 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Builds the router with every route, the JSON 404/405 fallbacks, the body limit
+/// and request logging. Called once by [`crate::app`].
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/events",
+            get(events::list_events).post(events::create_event),
+        )
+        .route("/events/{id}", get(events::get_event))
+        .route("/summary", get(summary::get_summary))
+        .merge(health_routes());
+
+    Router::new()
+        .merge(health_routes())
+        .nest(API_PREFIX, api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+fn health_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+/// Logs one line per request (method, path, status, latency); health probes at
+/// debug level, everything else at info.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros();
+    if path.ends_with("/healthz") || path.ends_with("/readyz") {
+        tracing::debug!(%method, path, status, micros, "request");
+    } else {
+        tracing::info!(%method, path, status, micros, "request");
+    }
+    response
+}
+
+/// A JSON request body whose extraction errors become [`AppError`]s (400 for bad
+/// syntax or content type, 413 when too large) instead of axum's plain-text ones.
+#[derive(Debug)]
+pub struct JsonBody(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<serde_json::Value>::from_request(req, state)
+            .await
+            .map_err(|e: JsonRejection| AppError::from(e))?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// The decoded query string as name/value pairs (in order, repeats kept), with
+/// extraction errors mapped to [`AppError`].
+#[derive(Debug)]
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(pairs) =
+            axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e: QueryRejection| AppError::from(e))?;
+        Ok(QueryPairs(pairs))
+    }
+}

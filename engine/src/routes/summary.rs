@@ -1,0 +1,34 @@
+//! `GET /summary`: revenue totals per time bucket and currency.
+
+use axum::extract::State;
+use axum::Json;
+
+use super::QueryPairs;
+use crate::error::AppError;
+use crate::model::Summary;
+use crate::state::AppState;
+use crate::validation;
+
+/// `GET /api/v1/revenue/summary?from=&to=&interval=day|month&currency=`.
+///
+/// `from`/`to` are optional RFC 3339 bounds (half-open `[from, to)`; absent means
+/// unbounded), `interval` defaults to `day`, `currency` is optional (absent: one
+/// row per bucket and currency; currencies are never added together). Buckets are
+/// UTC calendar days (`YYYY-MM-DD`) or months (`YYYY-MM`); a bucket that `from` or
+/// `to` cuts only counts the events inside the range. Answers 200 with
+/// `{"interval", "from", "to", "currency", "data": [{bucket, currency, gross,
+/// refunds, net, count}]}`, or 422 naming a bad parameter.
+pub async fn get_summary(
+    State(state): State<AppState>,
+    QueryPairs(pairs): QueryPairs,
+) -> Result<Json<Summary>, AppError> {
+    let query = validation::summary_query(pairs)?;
+    let data = state.db.summary(&query).await?;
+    Ok(Json(Summary {
+        interval: query.interval,
+        from: query.from,
+        to: query.to,
+        currency: query.currency,
+        data,
+    }))
+}

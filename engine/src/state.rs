@@ -1,0 +1,25 @@
+//! Shared state handed to every request handler.
+
+use std::time::Duration;
+
+use crate::db::Db;
+
+/// Everything a handler needs: the database handle and a few settings.
+///
+/// Built once by [`crate::serve`] (or by a test) and cloned cheaply into each
+/// request (the pools inside are reference-counted). Later additions such as a cache
+/// client or an idempotency store belong here.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database (both the write path and the read path go through it).
+    pub db: Db,
+    /// How long `/readyz` waits for the database before answering 503.
+    pub ready_timeout: Duration,
+}
+
+impl AppState {
+    /// Creates the state from an open database and the readiness timeout.
+    pub fn new(db: Db, ready_timeout: Duration) -> Self {
+        Self { db, ready_timeout }
+    }
+}

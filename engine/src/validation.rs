@@ -1,0 +1,541 @@
+//! Turns untrusted input (JSON bodies and query strings) into the validated types of
+//! [`crate::model`], or an [`AppError`] naming the offending field.
+//!
+//! Rules, in short:
+//! - `customer_id`, `product`: non-empty strings of at most 128 characters, not only
+//!   whitespace, no control characters.
+//! - `kind`: exactly `charge` or `refund`.
+//! - `amount`: a JSON integer from 1 to 9223372036854775807 (minor units). Decimals
+//!   (`49.99`, `4999.0`), strings, zero and negatives are rejected.
+//! - `currency`: an uppercase ISO 4217 code from [`KNOWN_CURRENCIES`]; lowercase
+//!   (`usd`) is rejected with a hint.
+//! - `occurred_at`, `from`, `to`: RFC 3339 with an offset, years 1970..=9999,
+//!   stored in UTC truncated to microseconds. In a query string a `+` offset must be
+//!   percent-encoded as `%2B`.
+//! - `metadata`: optional JSON object (or `null`), at most 16 KiB serialized.
+//! - Unknown body fields and unknown or repeated query parameters are rejected.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::error::AppError;
+use crate::model::{
+    truncate_to_micros, year_in_range, Cursor, EventFilter, Interval, Kind, NewEvent, SummaryQuery,
+    DEFAULT_LIMIT, MAX_LIMIT, MAX_TEXT_LEN, MAX_YEAR, MIN_YEAR,
+};
+
+/// Largest accepted `metadata` object, serialized, in bytes.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// ISO 4217 codes accepted as `currency`: the circulating currencies, plus a few
+/// recently replaced ones (ANG, CUC, SLL, ZWL) so historical events can be recorded.
+/// Sorted, for binary search.
+pub const KNOWN_CURRENCIES: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
+    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD",
+    "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP",
+    "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF",
+    "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD",
+    "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP",
+    "LKR", "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR",
+    "MVR", "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB",
+    "PEN", "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD",
+    "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SLL", "SOS", "SRD", "SSP", "STN", "SVC", "SYP",
+    "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD",
+    "UYU", "UZS", "VED", "VES", "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER",
+    "ZAR", "ZMW", "ZWG", "ZWL",
+];
+
+/// Body fields accepted by `POST /events`.
+const EVENT_FIELDS: &[&str] = &[
+    "customer_id",
+    "product",
+    "kind",
+    "amount",
+    "currency",
+    "occurred_at",
+    "metadata",
+];
+
+/// Validates the JSON body of `POST /events`.
+///
+/// Runs once per request, after the body parsed as JSON. Returns the [`NewEvent`]
+/// or the first problem found: 400 if the body is not an object, 422 naming the
+/// field otherwise (checked in the order customer_id, product, kind, amount,
+/// currency, occurred_at, metadata; unknown fields last).
+pub fn new_event(body: Value) -> Result<NewEvent, AppError> {
+    let Value::Object(mut obj) = body else {
+        return Err(AppError::BadRequest {
+            code: "invalid_body",
+            message: "request body must be a JSON object".into(),
+        });
+    };
+
+    let customer_id = text("customer_id", required(&mut obj, "customer_id")?)?;
+    let product = text("product", required(&mut obj, "product")?)?;
+    let kind = kind_value(required(&mut obj, "kind")?)?;
+    let amount = amount(required(&mut obj, "amount")?)?;
+    let currency = currency("currency", required(&mut obj, "currency")?)?;
+    let occurred_at = match required(&mut obj, "occurred_at")? {
+        Value::String(s) => timestamp("occurred_at", &s)?,
+        _ => {
+            return Err(AppError::invalid(
+                "occurred_at",
+                "occurred_at must be an RFC 3339 string",
+            ))
+        }
+    };
+    let metadata = match obj.remove("metadata") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => {
+            let size = serde_json::to_string(&m)
+                .map(|s| s.len())
+                .unwrap_or(usize::MAX);
+            if size > MAX_METADATA_BYTES {
+                return Err(AppError::invalid(
+                    "metadata",
+                    format!("metadata must be at most {MAX_METADATA_BYTES} bytes when serialized"),
+                ));
+            }
+            Some(m)
+        }
+        Some(_) => {
+            return Err(AppError::invalid(
+                "metadata",
+                "metadata must be a JSON object",
+            ))
+        }
+    };
+    if let Some(unknown) = obj.keys().next() {
+        return Err(AppError::invalid(
+            unknown.clone(),
+            format!(
+                "unknown field `{unknown}`; expected one of: {}",
+                EVENT_FIELDS.join(", ")
+            ),
+        ));
+    }
+
+    Ok(NewEvent {
+        customer_id,
+        product,
+        kind,
+        amount,
+        currency,
+        occurred_at,
+        metadata,
+    })
+}
+
+/// Removes and returns a field that must be present and not `null`.
+fn required(obj: &mut Map<String, Value>, field: &str) -> Result<Value, AppError> {
+    match obj.remove(field) {
+        None | Some(Value::Null) => Err(AppError::missing(field)),
+        Some(v) => Ok(v),
+    }
+}
+
+/// Validates an identifier-like string (`customer_id`, `product`).
+fn text(field: &str, value: Value) -> Result<String, AppError> {
+    let Value::String(s) = value else {
+        return Err(AppError::invalid(
+            field,
+            format!("{field} must be a string"),
+        ));
+    };
+    text_str(field, &s)?;
+    Ok(s)
+}
+
+fn text_str(field: &str, s: &str) -> Result<(), AppError> {
+    if s.trim().is_empty() {
+        return Err(AppError::invalid(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    if s.chars().count() > MAX_TEXT_LEN {
+        return Err(AppError::invalid(
+            field,
+            format!("{field} must be at most {MAX_TEXT_LEN} characters"),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            field,
+            format!("{field} must not contain control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn kind_value(value: Value) -> Result<Kind, AppError> {
+    match value {
+        Value::String(s) => kind_str("kind", &s),
+        _ => Err(AppError::invalid(
+            "kind",
+            "kind must be \"charge\" or \"refund\"",
+        )),
+    }
+}
+
+fn kind_str(field: &str, s: &str) -> Result<Kind, AppError> {
+    Kind::parse(s).ok_or_else(|| {
+        AppError::invalid(field, format!("{field} must be \"charge\" or \"refund\""))
+    })
+}
+
+/// Validates `amount`: a positive JSON integer that fits in i64.
+fn amount(value: Value) -> Result<i64, AppError> {
+    const HINT: &str =
+        "amount must be a positive integer number of minor units (e.g. 4999 for 49.99) \
+         no larger than 9223372036854775807";
+    let Value::Number(n) = value else {
+        return Err(AppError::invalid(
+            "amount",
+            format!("{HINT}; got a JSON {}", json_type(&value)),
+        ));
+    };
+    match n.as_i64() {
+        Some(i) if i > 0 => Ok(i),
+        Some(_) => Err(AppError::invalid(
+            "amount",
+            "amount must be greater than zero",
+        )),
+        None if n.is_f64() && n.as_f64().is_some_and(|f| f <= 0.0) => Err(AppError::invalid(
+            "amount",
+            "amount must be greater than zero",
+        )),
+        None => Err(AppError::invalid("amount", HINT)),
+    }
+}
+
+/// Validates a currency code (body field or query parameter).
+fn currency(field: &str, value: Value) -> Result<&'static str, AppError> {
+    match value {
+        Value::String(s) => currency_str(field, &s),
+        _ => Err(AppError::invalid(
+            field,
+            format!("{field} must be a string such as \"USD\""),
+        )),
+    }
+}
+
+/// Looks `s` up in [`KNOWN_CURRENCIES`]; lowercase codes get a hint.
+pub fn currency_str(field: &str, s: &str) -> Result<&'static str, AppError> {
+    if let Ok(i) = KNOWN_CURRENCIES.binary_search(&s) {
+        return Ok(KNOWN_CURRENCIES[i]);
+    }
+    let upper = s.to_ascii_uppercase();
+    if upper != s && KNOWN_CURRENCIES.binary_search(&upper.as_str()).is_ok() {
+        return Err(AppError::invalid(
+            field,
+            format!("{field} must be an uppercase ISO 4217 code: use \"{upper}\""),
+        ));
+    }
+    Err(AppError::invalid(
+        field,
+        format!("{field} {s:?} is not a known ISO 4217 currency code (e.g. \"USD\", \"EUR\")"),
+    ))
+}
+
+/// Parses an RFC 3339 timestamp into UTC, checks the year range and truncates to
+/// microseconds.
+pub fn timestamp(field: &str, s: &str) -> Result<DateTime<Utc>, AppError> {
+    let parsed = DateTime::parse_from_rfc3339(s).map_err(|e| {
+        let hint = if s.contains(' ') {
+            " (in a query string, encode `+` as %2B)"
+        } else {
+            ""
+        };
+        AppError::invalid(
+            field,
+            format!(
+                "{field} must be an RFC 3339 timestamp such as 2026-01-07T12:00:00Z: {e}{hint}"
+            ),
+        )
+    })?;
+    let utc = parsed.with_timezone(&Utc);
+    if !year_in_range(&utc) {
+        return Err(AppError::invalid(
+            field,
+            format!("{field} must be between the years {MIN_YEAR} and {MAX_YEAR} (UTC)"),
+        ));
+    }
+    Ok(truncate_to_micros(utc))
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Optional `[from, to)` bounds.
+type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// Query parameters checked against an allow-list: no unknown names, no repeats.
+#[derive(Debug)]
+pub struct QueryParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl QueryParams {
+    /// Checks `pairs` (the decoded query string) against `allowed`.
+    ///
+    /// Runs once per request; returns 422 naming the first unknown or repeated
+    /// parameter.
+    pub fn new(pairs: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, AppError> {
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if !allowed.contains(&name.as_str()) {
+                return Err(AppError::invalid(
+                    name.clone(),
+                    format!(
+                        "unknown query parameter `{name}`; expected one of: {}",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+            if pairs[..i].iter().any(|(n, _)| n == name) {
+                return Err(AppError::invalid(
+                    name.clone(),
+                    format!("query parameter `{name}` is given more than once"),
+                ));
+            }
+        }
+        Ok(Self { pairs })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self, name: &str) -> Result<Option<String>, AppError> {
+        self.get(name)
+            .map(|v| text_str(name, v).map(|()| v.to_owned()))
+            .transpose()
+    }
+
+    fn kind(&self, name: &str) -> Result<Option<Kind>, AppError> {
+        self.get(name).map(|v| kind_str(name, v)).transpose()
+    }
+
+    fn currency(&self, name: &str) -> Result<Option<&'static str>, AppError> {
+        self.get(name).map(|v| currency_str(name, v)).transpose()
+    }
+
+    fn timestamp(&self, name: &str) -> Result<Option<DateTime<Utc>>, AppError> {
+        self.get(name).map(|v| timestamp(name, v)).transpose()
+    }
+
+    /// Reads `from` and `to` and checks `from <= to`.
+    fn range(&self) -> Result<TimeRange, AppError> {
+        let from = self.timestamp("from")?;
+        let to = self.timestamp("to")?;
+        if let (Some(f), Some(t)) = (from, to) {
+            if t < f {
+                return Err(AppError::invalid("to", "to must not be earlier than from"));
+            }
+        }
+        Ok((from, to))
+    }
+}
+
+/// Query parameters accepted by `GET /events`.
+pub const EVENT_FILTER_PARAMS: &[&str] = &[
+    "customer_id",
+    "product",
+    "kind",
+    "currency",
+    "from",
+    "to",
+    "limit",
+    "cursor",
+];
+
+/// Validates the query of `GET /events`. Returns the filter or 422 naming the
+/// parameter.
+pub fn event_filter(pairs: Vec<(String, String)>) -> Result<EventFilter, AppError> {
+    let q = QueryParams::new(pairs, EVENT_FILTER_PARAMS)?;
+    let (from, to) = q.range()?;
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(AppError::invalid(
+                    "limit",
+                    format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+                ))
+            }
+        },
+    };
+    let cursor = q
+        .get("cursor")
+        .map(|v| {
+            Cursor::decode(v).ok_or_else(|| {
+                AppError::invalid(
+                    "cursor",
+                    "cursor is not valid; pass the next_cursor of a previous page unchanged",
+                )
+            })
+        })
+        .transpose()?;
+    Ok(EventFilter {
+        customer_id: q.text("customer_id")?,
+        product: q.text("product")?,
+        kind: q.kind("kind")?,
+        currency: q.currency("currency")?,
+        from,
+        to,
+        limit,
+        cursor,
+    })
+}
+
+/// Query parameters accepted by `GET /summary`.
+pub const SUMMARY_PARAMS: &[&str] = &["from", "to", "interval", "currency"];
+
+/// Validates the query of `GET /summary` (`interval` defaults to `day`; `from`,
+/// `to` and `currency` are optional). Returns 422 naming the parameter.
+pub fn summary_query(pairs: Vec<(String, String)>) -> Result<SummaryQuery, AppError> {
+    let q = QueryParams::new(pairs, SUMMARY_PARAMS)?;
+    let (from, to) = q.range()?;
+    let interval = match q.get("interval") {
+        None => Interval::Day,
+        Some(v) => Interval::parse(v).ok_or_else(|| {
+            AppError::invalid("interval", "interval must be \"day\" or \"month\"")
+        })?,
+    };
+    Ok(SummaryQuery {
+        from,
+        to,
+        interval,
+        currency: q.currency("currency")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use serde_json::json;
+
+    use super::*;
+
+    fn body() -> Value {
+        json!({"customer_id":"cus_1001","product":"robot-pro-monthly","kind":"charge",
+               "amount":4999,"currency":"USD","occurred_at":"2026-01-07T12:00:00Z"})
+    }
+
+    fn field_of(e: AppError) -> String {
+        match e {
+            AppError::InvalidField { field, .. } | AppError::MissingField { field, .. } => field,
+            other => panic!("not a field error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn currencies_are_sorted_and_unique() {
+        assert!(KNOWN_CURRENCIES.windows(2).all(|w| w[0] < w[1]));
+        assert!(KNOWN_CURRENCIES
+            .iter()
+            .all(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase())));
+    }
+
+    #[test]
+    fn accepts_a_valid_event() {
+        let e = new_event(body()).unwrap();
+        assert_eq!(e.amount, 4999);
+        assert_eq!(e.currency, "USD");
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let cases: &[(&str, Value, &str)] = &[
+            ("amount", json!(0), "amount"),
+            ("amount", json!(-5), "amount"),
+            ("amount", json!(49.99), "amount"),
+            ("amount", json!(4999.0), "amount"),
+            ("amount", json!("4999"), "amount"),
+            ("amount", json!(u64::MAX), "amount"),
+            ("currency", json!("usd"), "currency"),
+            ("currency", json!("XYZ"), "currency"),
+            ("kind", json!("chargeback"), "kind"),
+            ("occurred_at", json!("yesterday"), "occurred_at"),
+            ("occurred_at", json!("2026-01-07T12:00:00"), "occurred_at"),
+            ("customer_id", json!(""), "customer_id"),
+            ("customer_id", json!("a\u{0}b"), "customer_id"),
+            ("product", json!("x".repeat(129)), "product"),
+            ("metadata", json!([1]), "metadata"),
+            ("surprise", json!(1), "surprise"),
+        ];
+        for (field, value, expected) in cases {
+            let mut b = body();
+            b[*field] = value.clone();
+            let err = new_event(b).expect_err(&format!("{field}={value}"));
+            assert_eq!(field_of(err), *expected, "{field}={value}");
+        }
+        let mut b = body();
+        b.as_object_mut().unwrap().remove("amount");
+        assert!(matches!(new_event(b), Err(AppError::MissingField { .. })));
+    }
+
+    #[test]
+    fn timestamps_become_utc() {
+        let ts = timestamp("from", "2026-01-07T12:00:00+01:00").unwrap();
+        assert_eq!(ts.to_rfc3339(), "2026-01-07T11:00:00+00:00");
+        assert!(timestamp("from", "1969-12-31T23:59:59Z").is_err());
+    }
+
+    #[test]
+    fn query_rejects_unknown_and_repeated() {
+        let pairs = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            field_of(event_filter(pairs(&[("customer", "x")])).unwrap_err()),
+            "customer"
+        );
+        assert_eq!(
+            field_of(event_filter(pairs(&[("kind", "charge"), ("kind", "refund")])).unwrap_err()),
+            "kind"
+        );
+        assert_eq!(
+            field_of(event_filter(pairs(&[("limit", "0")])).unwrap_err()),
+            "limit"
+        );
+        assert_eq!(
+            field_of(event_filter(pairs(&[("limit", "501")])).unwrap_err()),
+            "limit"
+        );
+        assert_eq!(
+            field_of(event_filter(pairs(&[("cursor", "nope")])).unwrap_err()),
+            "cursor"
+        );
+        assert_eq!(
+            field_of(
+                event_filter(pairs(&[
+                    ("from", "2026-02-01T00:00:00Z"),
+                    ("to", "2026-01-01T00:00:00Z")
+                ]))
+                .unwrap_err()
+            ),
+            "to"
+        );
+        assert_eq!(
+            field_of(summary_query(pairs(&[("interval", "week")])).unwrap_err()),
+            "interval"
+        );
+        assert_eq!(event_filter(vec![]).unwrap().limit, DEFAULT_LIMIT);
+    }
+}
