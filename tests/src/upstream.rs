@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use axum::Json;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +19,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Requests (or connections, for the garbage server) received.
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    pub connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -25,6 +28,11 @@ impl Upstream {
     /// Requests received so far.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Starts the echo server.
@@ -41,10 +49,20 @@ impl Upstream {
             .await
             .expect("bind echo");
         let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let listener = listener.tap_io(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Upstream { addr, hits, task }
+        Upstream {
+            addr,
+            hits,
+            connections,
+            task,
+        }
     }
 
     /// Starts a server that reads a request and answers with bytes that are not HTTP.
@@ -54,10 +72,13 @@ impl Upstream {
             .await
             .expect("bind garbage");
         let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
+        let conns = connections.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
+                conns.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     let _ = sock.read(&mut buf).await;
@@ -66,7 +87,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, hits, task }
+        Upstream {
+            addr,
+            hits,
+            connections,
+            task,
+        }
     }
 }
 

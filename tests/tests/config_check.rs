@@ -94,7 +94,10 @@ consumers:
     for e in expect {
         assert!(stderr.contains(e), "missing {e:?} in:\n{stderr}");
     }
-    assert!(!stderr.contains("super-secret-key-1"), "a credential leaked into the error output:\n{stderr}");
+    assert!(
+        !stderr.contains("super-secret-key-1"),
+        "a credential leaked into the error output:\n{stderr}"
+    );
 
     // Not YAML at all, and a missing file.
     std::fs::write(&file, "services: [\n").unwrap();
@@ -110,7 +113,11 @@ consumers:
 fn run_refuses_a_broken_config_and_names_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.yaml");
-    std::fs::write(&file, "_format_version: \"3.0\"\nservices:\n  - url: ftp://x\n").unwrap();
+    std::fs::write(
+        &file,
+        "_format_version: \"3.0\"\nservices:\n  - url: ftp://x\n",
+    )
+    .unwrap();
     let out = Command::new(e2e::bin::path("gateway"))
         .args(["run", "--conf"])
         .arg(&file)

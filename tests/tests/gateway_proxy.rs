@@ -347,6 +347,27 @@ routes:
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let up = Upstream::echo().await;
+    let gw = GatewayProcess::start(&routing_config(&up));
+    let c = gw.client(None);
+    for i in 0..30 {
+        let resp = c
+            .get(format!("{}/api/k/{i}", gw.http_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(up.hits(), 30);
+    assert!(
+        up.connections() <= 2,
+        "30 sequential requests opened {} upstream connections",
+        up.connections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn connection_refused_is_retried_service_retries_times() {
     let dead_port = e2e::free_port();
     let gw = GatewayProcess::start(&format!(

@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 fn shipped_config(engine_port: u16) -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/gateway.yaml");
     let text = std::fs::read_to_string(path).unwrap();
-    assert!(text.contains("url: http://127.0.0.1:8080"), "conf/gateway.yaml changed shape");
+    assert!(
+        text.contains("url: http://127.0.0.1:8080"),
+        "conf/gateway.yaml changed shape"
+    );
     text.replace(
         "url: http://127.0.0.1:8080",
         &format!("url: http://127.0.0.1:{engine_port}"),
@@ -65,7 +68,10 @@ async fn walk_through(engine: &EngineProcess) {
     assert_eq!(resp.status(), 200);
     let summary: Value = resp.json().await.unwrap();
     let text = summary.to_string();
-    assert!(text.contains("4999") && text.contains("999") && text.contains("4000"), "{text}");
+    assert!(
+        text.contains("4999") && text.contains("999") && text.contains("4000"),
+        "{text}"
+    );
 
     // Validation errors from the engine pass through the gateway untouched.
     let resp = c
@@ -85,10 +91,18 @@ async fn walk_through(engine: &EngineProcess) {
     assert_eq!(resp.status(), 400);
 
     // No route.
-    let resp = c.get(format!("{}/nope", gw.https_url())).send().await.unwrap();
+    let resp = c
+        .get(format!("{}/nope", gw.https_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     // Plain HTTP to the HTTPS-only revenue route.
-    let resp = c.get(format!("{}/api/v1/revenue/events", gw.http_url())).send().await.unwrap();
+    let resp = c
+        .get(format!("{}/api/v1/revenue/events", gw.http_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 426);
 }
 

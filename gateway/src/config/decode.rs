@@ -1405,9 +1405,7 @@ pub fn parse_path_pattern(raw: &str) -> Result<PathPattern, String> {
     if !raw.starts_with('/') {
         return Err("should start with: / (fixed path) or ~/ (regex path)".to_string());
     }
-    if raw.contains("//") {
-        return Err("must not have empty segments".to_string());
-    }
+    check_service_path(raw)?;
     match normalize_path(raw) {
         Ok(n) if n == raw => Ok(PathPattern::Prefix(raw.to_string())),
         Ok(n) => Err(format!("non-normalized path, consider use '{n}' instead")),

@@ -81,3 +81,6 @@ pub fn parse_str(text: &str) -> Result<Config, Vec<FieldError>> {
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
     decode::decode(&root, hash)
 }
+
+#[cfg(test)]
+mod tests;
