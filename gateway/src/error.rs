@@ -37,6 +37,9 @@ pub enum GatewayError {
     /// A request no client should send (400).
     #[error("Bad request")]
     BadRequest,
+    /// A method the gateway never proxies, such as TRACE (405).
+    #[error("Method not allowed")]
+    MethodNotAllowed,
     /// The service host did not resolve (503).
     #[error("name resolution failed")]
     NameResolution,
@@ -148,6 +151,7 @@ impl GatewayError {
             GatewayError::HttpsRequired => 426,
             GatewayError::HttpsRedirect { status, .. } => *status,
             GatewayError::BadRequest => 400,
+            GatewayError::MethodNotAllowed => 405,
             GatewayError::UpstreamInvalid => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::Internal => 500,
@@ -160,6 +164,7 @@ impl GatewayError {
         matches!(
             self,
             GatewayError::BadRequest
+                | GatewayError::MethodNotAllowed
                 | GatewayError::UpstreamInvalid
                 | GatewayError::UpstreamTimeout
                 | GatewayError::Internal

@@ -105,10 +105,20 @@ impl BackgroundService for Reloader {
         };
         loop {
             tokio::select! {
-                _ = hup.recv() => match self.gateway.reload() {
-                    Ok(hash) => tracing::info!(%hash, "configuration reloaded"),
-                    Err(e) => tracing::error!("configuration refused, the previous one keeps serving:\n{e}"),
-                },
+                _ = hup.recv() => {
+                    // Reading and compiling a config is blocking work; a panic in it
+                    // (a bug) must not take the reload task down with it.
+                    let gateway = self.gateway.clone();
+                    match tokio::task::spawn_blocking(move || gateway.reload()).await {
+                        Ok(Ok(hash)) => tracing::info!(%hash, "configuration reloaded"),
+                        Ok(Err(e)) => tracing::error!(
+                            "configuration refused, the previous one keeps serving:\n{e}"
+                        ),
+                        Err(e) => tracing::error!(
+                            "configuration reload failed ({e}); the previous one keeps serving"
+                        ),
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
         }
@@ -121,6 +131,17 @@ impl BackgroundService for Reloader {
 /// or an error that names the bad config fields or the unusable certificate.
 pub fn build(settings: &Settings) -> anyhow::Result<(Server, Arc<Gateway>)> {
     let config = crate::config::load(&settings.conf)?;
+    // Pingora binds inside its service threads and, when an address is taken, retries
+    // and then carries on without that listener. Bind once here so a taken port is a
+    // clear start-up error instead.
+    for (flag, addr) in [
+        ("--http-listen", settings.http_listen),
+        ("--https-listen", settings.https_listen),
+        ("--admin-listen", settings.admin_listen),
+    ] {
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
+    }
     let (cert_path, key_path) = match (&settings.tls_cert, &settings.tls_key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         (None, None) => {

@@ -63,6 +63,8 @@ impl GatewayProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("gateway exited early ({status}):\n{}", self.log());
             }
+            // A bare TCP probe of the HTTPS port logs a handshake error in the
+            // gateway's log; that is the price of knowing the listener is up.
             let up = [self.admin_port, self.http_port, self.https_port]
                 .iter()
                 .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());

@@ -23,6 +23,23 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot bind a free port: {e}"))
 }
 
+/// Writes raw bytes to `port` on 127.0.0.1 and returns everything the server sends
+/// back until it closes the connection (or 10 seconds pass).
+pub async fn raw_exchange(port: u16, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut buf),
+    )
+    .await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// Sends one raw HTTP/1.1 request and returns the status code and the body.
 ///
 /// For tests that need a request target exactly as written (`/a/../b`,
@@ -33,10 +50,6 @@ pub async fn raw_request(
     target: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
     let mut req = format!("{method} {target} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
@@ -45,10 +58,7 @@ pub async fn raw_request(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    let text = raw_exchange(port, req.as_bytes()).await;
     let status = text
         .get(9..12)
         .and_then(|s| s.parse().ok())

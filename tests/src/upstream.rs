@@ -67,10 +67,15 @@ impl Upstream {
 
     /// Starts a server that reads a request and answers with bytes that are not HTTP.
     pub async fn garbage() -> Upstream {
+        Upstream::canned(b"this is not http\r\n\r\n").await
+    }
+
+    /// Starts a server that reads a request, writes `response` verbatim and closes.
+    pub async fn canned(response: &'static [u8]) -> Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("bind garbage");
+            .expect("bind canned upstream");
         let addr = listener.local_addr().expect("addr");
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
@@ -82,7 +87,7 @@ impl Upstream {
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     let _ = sock.read(&mut buf).await;
-                    let _ = sock.write_all(b"this is not http\r\n\r\n").await;
+                    let _ = sock.write_all(response).await;
                     let _ = sock.shutdown().await;
                 });
             }

@@ -132,3 +132,28 @@ fn run_refuses_a_broken_config_and_names_the_field() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(":3: services[0].url"), "{stderr}");
 }
+
+#[test]
+fn run_refuses_a_taken_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ok.yaml");
+    std::fs::write(&file, "_format_version: \"3.0\"\n").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let out = Command::new(e2e::bin::path("gateway"))
+        .args(["run", "--conf"])
+        .arg(&file)
+        .args(["--http-listen", &taken_addr.to_string()])
+        .args(["--https-listen", &format!("127.0.0.1:{}", e2e::free_port())])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", e2e::free_port())])
+        .arg("--certs-dir")
+        .arg(dir.path().join("certs"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {taken_addr} (--http-listen)")),
+        "{stderr}"
+    );
+}

@@ -375,7 +375,15 @@ async fn connection_refused_is_retried_service_retries_times() {
     ));
     let resp = gw.client(None).get(gw.http_url()).send().await.unwrap();
     assert_eq!(resp.status(), 502);
-    let log = gw.log();
+    // The access line is written just after the response is sent.
+    let mut log = gw.log();
+    for _ in 0..40 {
+        if log.contains("tries=4") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        log = gw.log();
+    }
     assert!(
         log.contains("tries=4"),
         "expected 1 try + 3 retries in the access log:\n{log}"
@@ -573,4 +581,164 @@ async fn admin_status_and_reload_keep_serving() {
     )
     .await;
     assert_ne!(status["configuration_hash"], first_hash.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_requests_get_clean_answers() {
+    let up = Upstream::echo().await;
+    let gw = GatewayProcess::start(&routing_config(&up));
+    let port = gw.http_port;
+    let before = up.hits();
+
+    // TRACE is never proxied (cross-site tracing): 405 as Kong/nginx answer it.
+    let (status, _) = e2e::raw_request(port, "TRACE", "/api/x", &[]).await;
+    assert_eq!(status, 405);
+    // HTTP/1.1 without Host, with two Hosts, or with a Host that is not a host.
+    let resp = e2e::raw_exchange(port, b"GET /api/x HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    let resp = e2e::raw_exchange(
+        port,
+        b"GET /api/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    for host in ["evil/.wild.test", "a@b.wild.test", "x..wild.test"] {
+        let (status, _) = e2e::raw_request(port, "GET", "/", &[("Host", host)]).await;
+        assert_eq!(status, 400, "{host}");
+    }
+    assert_eq!(up.hits(), before, "a refused request reached the upstream");
+
+    // Pipelined requests are all answered, in order.
+    let resp = e2e::raw_exchange(
+        port,
+        b"GET /api/p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /api/p2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let first = resp.find("/base/p1").expect("first pipelined response");
+    let second = resp.find("/base/p2").expect("second pipelined response");
+    assert!(first < second);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_faults_map_to_kong_statuses_and_are_retried() {
+    let up = Upstream::echo().await;
+    let switcher = Upstream::canned(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nRAW-TUNNEL-BYTES",
+    )
+    .await;
+    let dead_port = e2e::free_port();
+    let gw = GatewayProcess::start(&format!(
+        r#"_format_version: "3.0"
+services:
+  - name: slow
+    url: http://{a}
+    read_timeout: 300
+    retries: 1
+    routes: [{{ name: slow, paths: [/slow], strip_path: false }}]
+  - name: switcher
+    url: http://{s}
+    retries: 0
+    routes: [{{ name: switcher, paths: [/switch] }}]
+  - name: dead
+    url: http://127.0.0.1:{dead_port}
+    retries: 0
+    routes: [{{ name: dead, paths: [/dead] }}]
+"#,
+        a = up.addr,
+        s = switcher.addr
+    ));
+    let c = gw.client(None);
+
+    // A read timeout on an idempotent request is retried `retries` times (§8.4)...
+    let resp = c
+        .get(format!("{}/slow/1500", gw.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(up.hits(), 2, "GET should be tried twice");
+    // ...and a 502/504 after a proxy attempt carries the proxied-response headers.
+    assert_eq!(resp.headers()["via"], "1.1 kong/3.10.0");
+    assert!(resp.headers().contains_key("x-kong-proxy-latency"));
+    assert!(resp.headers().contains_key("x-kong-upstream-latency"));
+    assert!(!resp.headers().contains_key("x-kong-response-latency"));
+    // A POST is never replayed.
+    let resp = c
+        .post(format!("{}/slow/1500", gw.http_url()))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(up.hits(), 3, "POST must be sent once");
+
+    // An upgrade the client never asked for is an invalid response, not a tunnel.
+    let (status, body) = e2e::raw_request(gw.http_port, "GET", "/switch", &[]).await;
+    assert_eq!(status, 502);
+    assert!(!body.contains("RAW-TUNNEL-BYTES"));
+
+    // Credentials in the query string never reach the log.
+    let resp = c
+        .get(format!("{}/dead?apikey=LEAKME-123&x=1", gw.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let (status, _) = e2e::raw_request(gw.http_port, "GET", "/slow/2000?jwt=LEAKME-456", &[]).await;
+    assert_eq!(status, 504);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !gw.log().contains("LEAKME"),
+        "a query string was logged:\n{}",
+        gw.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_config_on_reload_is_refused_and_reload_keeps_working() {
+    let up = Upstream::echo().await;
+    let gw = GatewayProcess::start(&routing_config(&up));
+    let c = gw.client(None);
+    let hostile = [
+        format!("_format_version: \"3.0\"\nservices:\n{}x\n", "- ".repeat(100_000)),
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:1\n    retries: -0x-8000000000000000\n".to_string(),
+    ];
+    for text in hostile {
+        std::fs::write(gw.conf_path(), text).unwrap();
+        gw.reload();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let resp = c
+            .get(format!("{}/api/ok", gw.http_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "the old config must keep serving:\n{}",
+            gw.log()
+        );
+    }
+    // Reload still works afterwards.
+    std::fs::write(
+        gw.conf_path(),
+        format!("_format_version: \"3.0\"\nservices:\n  - url: http://{}/v3\n    routes: [{{ paths: [/after] }}]\n", up.addr),
+    )
+    .unwrap();
+    gw.reload();
+    let mut ok = false;
+    for _ in 0..50 {
+        if c.get(format!("{}/after/x", gw.http_url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "reload stopped working:\n{}", gw.log());
 }

@@ -53,16 +53,27 @@ fn render(path: &str, errors: &[FieldError]) -> String {
     out
 }
 
+/// Largest config file accepted (64 MiB).
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
 /// Reads and validates a config file.
 ///
 /// Runs at start-up, on `gateway check`, and on every reload. Returns the model, or a
 /// [`LoadError`] whose `Display` lists every error as `FILE:LINE: FIELD.PATH: message`.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let read_err = |source| LoadError::Read {
         path: shown.clone(),
         source,
-    })?;
+    };
+    let size = std::fs::metadata(path).map_err(read_err)?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("file is {size} bytes; the limit is {MAX_FILE_BYTES}"),
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
     parse_str(&text).map_err(|errors| LoadError::Invalid {
         path: shown,
         errors,

@@ -76,14 +76,25 @@ pub struct SyntaxError {
 /// [`MAX_NODES`] nodes after expansion is refused, so a "billion laughs" file cannot
 /// exhaust memory.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+    // A byte-order mark is not part of the document.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, false).map_err(|e| SyntaxError {
-        line: e.marker().line(),
-        message: e.info().to_string(),
-    })?;
-    if let Some(err) = builder.error {
-        return Err(err);
+    // Events are pulled one at a time (the parser's state machine is iterative), so a
+    // deeply nested document meets MAX_DEPTH instead of overflowing the stack.
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| SyntaxError {
+            line: e.marker().line(),
+            message: e.info().to_string(),
+        })?;
+        let end = matches!(event, Event::StreamEnd | Event::DocumentEnd);
+        builder.on_event(event, mark);
+        if let Some(err) = builder.error.take() {
+            return Err(err);
+        }
+        if end {
+            break;
+        }
     }
     Ok(builder.root.unwrap_or(Node {
         value: Value::Null,
@@ -92,7 +103,10 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
 }
 
 /// Upper bound on the number of nodes a config document may expand to.
-pub const MAX_NODES: usize = 1_000_000;
+pub const MAX_NODES: usize = 5_000_000;
+
+/// Upper bound on how deeply maps and sequences may nest.
+pub const MAX_DEPTH: usize = 64;
 
 enum Frame {
     Seq(Vec<Node>, usize, usize),
@@ -118,15 +132,20 @@ impl Builder {
         }
     }
 
-    fn push_value(&mut self, node: Node, anchor: usize) {
-        self.nodes += count(&node);
+    /// Counts `n` new nodes; false (after recording the error) past [`MAX_NODES`].
+    fn count_nodes(&mut self, n: usize, line: usize) -> bool {
+        self.nodes = self.nodes.saturating_add(n);
         if self.nodes > MAX_NODES {
             self.fail(
-                node.line,
-                "document too large (too many nodes after alias expansion)",
+                line,
+                "document too large (more than 5,000,000 values, counting alias expansions)",
             );
-            return;
+            return false;
         }
+        true
+    }
+
+    fn push_value(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
             self.anchors.insert(anchor, node.clone());
         }
@@ -172,6 +191,15 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         let line = mark.line();
+        if matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..)) {
+            if self.stack.len() >= MAX_DEPTH {
+                self.fail(line, "nesting too deep (more than 64 levels)");
+                return;
+            }
+            if !self.count_nodes(1, line) {
+                return;
+            }
+        }
         match ev {
             Event::SequenceStart(anchor, _) => {
                 self.stack.push(Frame::Seq(Vec::new(), anchor, line))
@@ -197,6 +225,9 @@ impl MarkedEventReceiver for Builder {
                 None => self.fail(line, "unbalanced collection"),
             },
             Event::Scalar(text, style, anchor, _) => {
+                if !self.count_nodes(1, line) {
+                    return;
+                }
                 let value = if style == TScalarStyle::Plain {
                     resolve_plain(text)
                 } else {
@@ -204,13 +235,20 @@ impl MarkedEventReceiver for Builder {
                 };
                 self.push_value(Node { value, line }, anchor);
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(mut node) => {
-                    node.line = line;
-                    self.push_value(node, 0);
+            Event::Alias(id) => {
+                let size = self.anchors.get(&id).map(count);
+                match size {
+                    // Count before cloning, so an alias bomb is refused before it is built.
+                    Some(n) if self.count_nodes(n, line) => {
+                        if let Some(mut node) = self.anchors.get(&id).cloned() {
+                            node.line = line;
+                            self.push_value(node, 0);
+                        }
+                    }
+                    Some(_) => {}
+                    None => self.fail(line, "unknown alias"),
                 }
-                None => self.fail(line, "unknown alias"),
-            },
+            }
             Event::Nothing
             | Event::StreamStart
             | Event::StreamEnd
@@ -249,16 +287,19 @@ fn parse_int(text: &str) -> Option<i64> {
         b'+' => (false, &text[1..]),
         _ => (false, text),
     };
-    let value = if let Some(hex) = digits.strip_prefix("0x") {
-        i64::from_str_radix(hex, 16).ok()?
+    let (radix, digits) = if let Some(hex) = digits.strip_prefix("0x") {
+        (16, hex)
     } else if let Some(oct) = digits.strip_prefix("0o") {
-        i64::from_str_radix(oct, 8).ok()?
-    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        digits.parse::<i64>().ok()?
+        (8, oct)
     } else {
-        return None;
+        (10, digits)
     };
-    Some(if neg { -value } else { value })
+    // from_str_radix accepts a sign of its own; the sign was taken above.
+    if digits.is_empty() || !digits.bytes().all(|b| (b as char).is_digit(radix)) {
+        return None;
+    }
+    let magnitude = i128::from_str_radix(digits, radix).ok()?;
+    i64::try_from(if neg { -magnitude } else { magnitude }).ok()
 }
 
 #[cfg(test)]
@@ -324,5 +365,58 @@ mod tests {
             ));
         }
         assert!(parse(&bomb).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let deep = format!("a:\n{}x", "- ".repeat(100_000));
+        let err = parse(&deep).unwrap_err();
+        assert!(err.message.contains("nesting too deep"), "{err:?}");
+        let mut maps = String::new();
+        for i in 0..3000 {
+            maps.push_str(&format!("{}k:\n", " ".repeat(i)));
+        }
+        assert!(parse(&maps)
+            .unwrap_err()
+            .message
+            .contains("nesting too deep"));
+    }
+
+    #[test]
+    fn large_flat_documents_are_fine() {
+        let mut doc = String::from("services:\n");
+        for i in 0..20_000 {
+            doc.push_str(&format!(
+                "  - name: s{i}\n    routes:\n      - paths: [/p{i}]\n"
+            ));
+        }
+        assert!(parse(&doc).is_ok());
+    }
+
+    #[test]
+    fn integers_never_overflow_and_signs_are_not_doubled() {
+        assert_eq!(
+            resolve_plain("-0x-8000000000000000".into()),
+            Value::Str("-0x-8000000000000000".into())
+        );
+        assert_eq!(resolve_plain("0x-5".into()), Value::Str("0x-5".into()));
+        assert_eq!(
+            resolve_plain("-0x8000000000000000".into()),
+            Value::Int(i64::MIN)
+        );
+        assert_eq!(resolve_plain("0x10".into()), Value::Int(16));
+        assert_eq!(
+            resolve_plain("99999999999999999999".into()),
+            Value::Float(1e20)
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let doc = parse("\u{feff}a: 1\n").unwrap();
+        let Value::Map(entries) = doc.value else {
+            panic!()
+        };
+        assert_eq!(entries[0].0.name, "a");
     }
 }

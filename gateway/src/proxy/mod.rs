@@ -37,6 +37,17 @@ fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Whether a `Host` value is a plausible `host[:port]`: no path, user info,
+/// whitespace or dot-dot tricks that could confuse routing or upstream logs.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && !h.contains("..")
+        && h.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
+        })
+}
+
 /// The request's host: the `Host` header, else the HTTP/2 `:authority`.
 fn request_host(req: &RequestHeader) -> Option<&str> {
     header_str(req, "host").or_else(|| req.uri.authority().map(|a| a.as_str()))
@@ -67,7 +78,15 @@ impl GatewayProxy {
         };
         let path = normalize::normalize_path(&raw_path).map_err(|_| GatewayError::BadRequest)?;
         ctx.raw_path = raw_path;
+        if req.method.as_str() == "TRACE" {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        let host_headers = req.headers.get_all(http::header::HOST).iter().count();
+        if host_headers > 1 || (host_headers == 0 && req.version == Version::HTTP_11) {
+            return Err(GatewayError::BadRequest);
+        }
         let (host, host_port) = match request_host(req) {
+            Some(h) if !valid_host(h) => return Err(GatewayError::BadRequest),
             Some(h) => {
                 let (name, port) = split_host_header(h);
                 (Some(name), port)
@@ -139,7 +158,17 @@ impl GatewayProxy {
             head: req.method == http::Method::HEAD,
             latency_ms: ctx.started.elapsed().as_millis(),
         };
-        let (header, body) = err.render(&render);
+        let (mut header, body) = err.render(&render);
+        if ctx.proxy_started.is_some() {
+            // Kong marks a request as proxied once it tried the upstream: its 502/504
+            // carry the proxy headers instead of X-Kong-Response-Latency (§8.2).
+            header.remove_header("x-kong-response-latency");
+            let via = forwarding::append_via(None, Version::HTTP_11);
+            let _ = header.insert_header("via", via);
+            let _ = header.insert_header("x-kong-proxy-latency", proxy_latency_ms(ctx).to_string());
+            let upstream_ms = ctx.upstream_sent.map_or(0, |t| t.elapsed().as_millis());
+            let _ = header.insert_header("x-kong-upstream-latency", upstream_ms.to_string());
+        }
         let end = body.is_empty();
         if let Err(e) = session.write_response_header(Box::new(header), end).await {
             tracing::debug!(request_id = %ctx.request_id, "client went away before the error response: {e}");
@@ -182,6 +211,17 @@ impl ProxyHttp for GatewayProxy {
         let mut ctx = RequestCtx::new();
         ctx._inflight = Some(self.gateway.stats.inflight());
         ctx
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        // Serve pipelined HTTP/1.1 requests in order, as nginx does, instead of
+        // dropping the ones that arrived early.
+        session.downstream_session.set_pipelining_enabled(true);
+        Ok(())
     }
 
     async fn request_filter(
@@ -238,6 +278,31 @@ impl ProxyHttp for GatewayProxy {
         Ok(Box::new(peer))
     }
 
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // As nginx's `proxy_next_upstream error timeout`: an idempotent request whose
+        // response has not started may go to the upstream again, up to
+        // `service.retries` more times. Anything else is never replayed.
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        if replayable && ctx.tries <= service_retries(ctx) {
+            e.set_retry(true);
+        } else if replayable {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -245,15 +310,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let retries = ctx
-            .runtime
-            .as_ref()
-            .and_then(|rt| {
-                let route = rt.config.routes.get(ctx.route?)?;
-                rt.config.services.get(route.service?)
-            })
-            .map_or(0, |s| s.retries);
-        if ctx.tries <= retries && ctx.failure.is_none() {
+        if ctx.tries <= service_retries(ctx) && ctx.failure.is_none() {
             e.set_retry(true);
         }
         e
@@ -348,11 +405,25 @@ impl ProxyHttp for GatewayProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
         ctx.upstream_latency_ms = ctx.upstream_sent.map(|t| t.elapsed().as_millis());
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && !session
+                .req_header()
+                .headers
+                .contains_key(http::header::UPGRADE)
+        {
+            // An upgrade nobody asked for would turn the client connection into a raw
+            // tunnel to the upstream: treat it as the invalid response it is.
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "upstream switched protocols without an upgrade request",
+            )
+            .into_up());
+        }
         Ok(())
     }
 
@@ -378,10 +449,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(ms) = ctx.upstream_latency_ms {
             resp.insert_header("x-kong-upstream-latency", ms.to_string())?;
         }
-        let proxy_ms = ctx
-            .proxy_started
-            .map_or(0, |p| p.saturating_duration_since(ctx.started).as_millis());
-        resp.insert_header("x-kong-proxy-latency", proxy_ms.to_string())?;
+        resp.insert_header("x-kong-proxy-latency", proxy_latency_ms(ctx).to_string())?;
         resp.insert_header("x-kong-request-id", ctx.request_id.as_str())?;
         if let (Some(rt), Some(r)) = (&ctx.runtime, ctx.route) {
             if let Some(chain) = rt.chains.get(r) {
@@ -446,10 +514,37 @@ impl ProxyHttp for GatewayProxy {
         );
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        // Errors with a known client-facing meaning were already logged once.
-        ctx.failure.is_some()
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // Errors with a known client-facing meaning were already logged once, and a
+        // client that goes away is not the gateway's error (a client could otherwise
+        // flood the error log).
+        ctx.failure.is_some() || error.esource() == &ErrorSource::Downstream
     }
+
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        // Pingora logs this with its errors. The query string is left out because it
+        // may carry API keys or tokens.
+        let req = session.req_header();
+        let host = request_host(req).unwrap_or("-");
+        format!("{} {}, Host: {host}", req.method, req.uri.path())
+    }
+}
+
+/// `retries` of the matched route's service (0 when there is none).
+fn service_retries(ctx: &RequestCtx) -> u32 {
+    ctx.runtime
+        .as_ref()
+        .and_then(|rt| {
+            let route = rt.config.routes.get(ctx.route?)?;
+            rt.config.services.get(route.service?)
+        })
+        .map_or(0, |s| s.retries)
+}
+
+/// Milliseconds the gateway spent before its first upstream attempt.
+fn proxy_latency_ms(ctx: &RequestCtx) -> u128 {
+    ctx.proxy_started
+        .map_or(0, |p| p.saturating_duration_since(ctx.started).as_millis())
 }
 
 /// Builds the response body bytes for tests and the admin listener.
