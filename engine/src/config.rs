@@ -34,4 +34,27 @@ pub struct Config {
     /// How long `/readyz` waits for `SELECT 1` before answering 503, in milliseconds.
     #[arg(long, env = "ENGINE_READY_TIMEOUT_MS", default_value_t = 2000)]
     pub ready_timeout_ms: u64,
+
+    /// How long a client has to send a request's complete headers, counted from the
+    /// first byte of the request (or from the accept, for a connection's first
+    /// request), in milliseconds. A connection that misses it is closed.
+    #[arg(
+        long,
+        env = "ENGINE_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub header_read_timeout_ms: u64,
+
+    /// How long a kept-alive connection may stay silent between requests (nothing
+    /// received or sent, no request in progress) before it is closed, in
+    /// milliseconds. Keep it above the idle timeout of clients' connection pools
+    /// (the gateway's is 60 s).
+    #[arg(
+        long,
+        env = "ENGINE_IDLE_TIMEOUT_MS",
+        default_value_t = 75_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub idle_timeout_ms: u64,
 }

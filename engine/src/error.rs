@@ -11,7 +11,8 @@
 //! Client mistakes map to 4xx; server faults map to 5xx, whose detail is logged but
 //! never sent to the client.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::path::ErrorKind as PathErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -47,9 +48,6 @@ pub enum AppError {
         /// Human-readable explanation.
         message: String,
     },
-    /// A total does not fit in a signed 64-bit integer. HTTP 422.
-    #[error("{0}")]
-    OutOfRange(String),
     /// No such resource or route. HTTP 404.
     #[error("{0}")]
     NotFound(String),
@@ -89,7 +87,7 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::MissingField { .. } | Self::InvalidField { .. } | Self::OutOfRange(_) => {
+            Self::MissingField { .. } | Self::InvalidField { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -106,7 +104,6 @@ impl AppError {
             Self::BadRequest { code, .. } => code,
             Self::MissingField { .. } => "missing_field",
             Self::InvalidField { .. } => "invalid_field",
-            Self::OutOfRange(_) => "out_of_range",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
@@ -213,16 +210,39 @@ impl From<QueryRejection> for AppError {
     }
 }
 
+impl From<PathRejection> for AppError {
+    /// Maps axum's path-parameter extractor failures: a parameter that is not valid
+    /// UTF-8 once percent-decoded cannot name any resource → 404; one that does not
+    /// parse as the expected type → 400; a route/extractor mismatch (a bug) → 500.
+    fn from(rejection: PathRejection) -> Self {
+        match rejection {
+            PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+                PathErrorKind::InvalidUtf8InPathParam { key } => Self::NotFound(format!(
+                    "no such resource: path parameter `{key}` is not valid UTF-8"
+                )),
+                PathErrorKind::WrongNumberOfParameters { .. }
+                | PathErrorKind::UnsupportedType { .. } => Self::Internal(anyhow::anyhow!(
+                    "path extractor does not match the route: {}",
+                    e.body_text()
+                )),
+                _ => Self::BadRequest {
+                    code: "malformed_path",
+                    message: e.body_text(),
+                },
+            },
+            other => Self::Internal(anyhow::anyhow!(
+                "path parameters unavailable: {}",
+                other.body_text()
+            )),
+        }
+    }
+}
+
 impl From<DbError> for AppError {
-    /// Maps database failures: unreachable → 503, a total overflowing i64 → 422,
-    /// anything else → 500.
+    /// Maps database failures: unreachable → 503, anything else → 500.
     fn from(e: DbError) -> Self {
         match e {
             DbError::Unavailable(e) => Self::Unavailable(e.to_string()),
-            DbError::Overflow => Self::OutOfRange(
-                "a total exceeds the 64-bit integer range; narrow the time range or filter by currency"
-                    .into(),
-            ),
             DbError::Other(e) => Self::Internal(anyhow::Error::new(e).context("database error")),
         }
     }

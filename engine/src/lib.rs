@@ -13,6 +13,7 @@
 //! - [`model`]: the domain types (events, filters, cursors, summaries).
 //! - [`validation`]: turns untrusted JSON bodies and query strings into [`model`] types.
 //! - [`routes`]: the HTTP handlers and the router.
+//! - [`server`]: the accept loop with connection timeouts and graceful shutdown.
 
 pub mod cli;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod db;
 pub mod error;
 pub mod model;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod validation;
 
@@ -37,7 +39,7 @@ pub use state::AppState;
 /// logging) around `state`.
 ///
 /// Runs once at start-up (or once per test); returns a [`Router`] ready for
-/// [`axum::serve()`].
+/// [`server::serve`] (or [`axum::serve()`]).
 pub fn app(state: AppState) -> Router {
     routes::router(state)
 }
@@ -46,8 +48,9 @@ pub fn app(state: AppState) -> Router {
 ///
 /// Connects to the database (creating a SQLite file and its directory if needed),
 /// runs the embedded migrations, binds the listen address, logs it, and serves
-/// requests. On a shutdown signal it stops accepting connections, lets in-flight
-/// requests finish, then closes the pool. Returns an error if the database cannot be
+/// requests with the configured connection timeouts (see [`server`]). On a
+/// shutdown signal it stops accepting connections, lets in-flight requests finish,
+/// then closes the pool. Returns an error if the database cannot be
 /// opened or migrated, or the address cannot be bound.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let db = db::Db::connect(&config.database_url, config.db_max_connections)
@@ -65,12 +68,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    tracing::info!("engine listening on http://{addr}");
+    let timeouts = server::Timeouts {
+        header_read: Duration::from_millis(config.header_read_timeout_ms),
+        idle: Duration::from_millis(config.idle_timeout_ms),
+    };
+    tracing::info!(
+        header_read_timeout = ?timeouts.header_read,
+        idle_timeout = ?timeouts.idle,
+        "engine listening on http://{addr}"
+    );
 
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server error")?;
+    server::serve(listener, app(state), timeouts, shutdown_signal()).await;
 
     tracing::info!("shutting down: closing database connections");
     db.close().await;

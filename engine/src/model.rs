@@ -17,6 +17,10 @@ pub const MAX_LIMIT: u32 = 500;
 pub const MIN_YEAR: i32 = 1970;
 /// Latest year accepted for `occurred_at` and time filters.
 pub const MAX_YEAR: i32 = 9999;
+/// Largest accepted `amount` of one event, in minor units: 10^12 − 1 (just under
+/// ten billion dollars or euros, a trillion yen). Larger amounts are not real
+/// payments, and the cap keeps every amount far from the 64-bit limit.
+pub const MAX_AMOUNT: i64 = 999_999_999_999;
 /// Prefix of every event id.
 pub const EVENT_ID_PREFIX: &str = "evt_";
 
@@ -79,7 +83,7 @@ pub struct NewEvent {
     pub product: String,
     /// Charge or refund.
     pub kind: Kind,
-    /// Positive amount in minor units (cents for USD, yen for JPY).
+    /// Amount in minor units (cents for USD, yen for JPY), 1..=[`MAX_AMOUNT`].
     pub amount: i64,
     /// Uppercase ISO 4217 code from [`crate::validation::KNOWN_CURRENCIES`].
     pub currency: &'static str,
@@ -241,6 +245,9 @@ pub struct SummaryQuery {
 }
 
 /// Totals of one bucket and currency. All sums are exact integers in minor units.
+///
+/// They are `i128`, so no number of events can overflow them, and serde_json
+/// writes them as plain JSON integers (never through `f64`), however large.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SummaryRow {
     /// `YYYY-MM-DD` (day) or `YYYY-MM` (month), UTC.
@@ -248,11 +255,11 @@ pub struct SummaryRow {
     /// ISO 4217 code; different currencies are never added together.
     pub currency: String,
     /// Sum of charges.
-    pub gross: i64,
+    pub gross: i128,
     /// Sum of refunds.
-    pub refunds: i64,
+    pub refunds: i128,
     /// `gross - refunds`.
-    pub net: i64,
+    pub net: i128,
     /// Number of events (charges and refunds).
     pub count: i64,
 }
@@ -335,6 +342,33 @@ mod tests {
         assert!(is_event_id(&new_event_id()));
         assert!(!is_event_id("evt_"));
         assert!(!is_event_id("evt_0123456789ABCDEF0123456789abcdef"));
+    }
+
+    #[test]
+    fn summary_totals_serialize_as_exact_json_integers() {
+        let gross = 3 * i128::from(i64::MAX) + 1;
+        let row = SummaryRow {
+            bucket: "2026-01-07".into(),
+            currency: "USD".into(),
+            gross,
+            refunds: 7,
+            net: gross - 7,
+            count: 4,
+        };
+        let text = serde_json::to_string(&row).unwrap();
+        assert_eq!(
+            text,
+            r#"{"bucket":"2026-01-07","currency":"USD","gross":27670116110564327422,"refunds":7,"net":27670116110564327415,"count":4}"#
+        );
+        let negative = SummaryRow {
+            gross: 0,
+            refunds: gross,
+            net: -gross,
+            ..row
+        };
+        assert!(serde_json::to_string(&negative)
+            .unwrap()
+            .contains(r#""net":-27670116110564327422,"#));
     }
 
     #[test]

@@ -5,23 +5,30 @@
 //! - `customer_id`, `product`: non-empty strings of at most 128 characters, not only
 //!   whitespace, no control characters.
 //! - `kind`: exactly `charge` or `refund`.
-//! - `amount`: a JSON integer from 1 to 9223372036854775807 (minor units). Decimals
-//!   (`49.99`, `4999.0`), strings, zero and negatives are rejected.
+//! - `amount`: a JSON integer from 1 to 999999999999 ([`MAX_AMOUNT`], minor
+//!   units). Decimals (`49.99`, `4999.0`), strings, zero, negatives and larger
+//!   amounts are rejected.
 //! - `currency`: an uppercase ISO 4217 code from [`KNOWN_CURRENCIES`]; lowercase
 //!   (`usd`) is rejected with a hint.
 //! - `occurred_at`, `from`, `to`: RFC 3339 with an offset, years 1970..=9999,
 //!   stored in UTC truncated to microseconds. In a query string a `+` offset must be
 //!   percent-encoded as `%2B`.
-//! - `metadata`: optional JSON object (or `null`), at most 16 KiB serialized.
+//! - `metadata`: optional JSON object (or `null`), at most 16 KiB serialized, whose
+//!   numbers are stored exactly: integers must fit in 64 bits (signed or unsigned)
+//!   and other numbers must survive a 64-bit float unchanged (`0.1` does,
+//!   `0.12345678901234567890` does not); big values belong in strings.
 //! - Unknown body fields and unknown or repeated query parameters are rejected.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{Map, Number, Value};
 
 use crate::error::AppError;
 use crate::model::{
     truncate_to_micros, year_in_range, Cursor, EventFilter, Interval, Kind, NewEvent, SummaryQuery,
-    DEFAULT_LIMIT, MAX_LIMIT, MAX_TEXT_LEN, MAX_YEAR, MIN_YEAR,
+    DEFAULT_LIMIT, MAX_AMOUNT, MAX_LIMIT, MAX_TEXT_LEN, MAX_YEAR, MIN_YEAR,
 };
 
 /// Largest accepted `metadata` object, serialized, in bytes.
@@ -57,14 +64,20 @@ const EVENT_FIELDS: &[&str] = &[
     "metadata",
 ];
 
-/// Validates the JSON body of `POST /events`.
+/// Validates the JSON body of `POST /events`, given as its exact (well-formed) text
+/// so that metadata numbers can be checked as sent.
 ///
-/// Runs once per request, after the body parsed as JSON. Returns the [`NewEvent`]
-/// or the first problem found: 400 if the body is not an object, 422 naming the
-/// field otherwise (checked in the order customer_id, product, kind, amount,
-/// currency, occurred_at, metadata; unknown fields last).
-pub fn new_event(body: Value) -> Result<NewEvent, AppError> {
-    let Value::Object(mut obj) = body else {
+/// Runs once per request. Returns the [`NewEvent`] or the first problem found: 400
+/// if the body is not a JSON object, 422 naming the field otherwise (checked in the
+/// order customer_id, product, kind, amount, currency, occurred_at, metadata;
+/// unknown fields last).
+pub fn new_event(body: &RawValue) -> Result<NewEvent, AppError> {
+    let malformed = |e: serde_json::Error| AppError::BadRequest {
+        code: "malformed_json",
+        message: format!("cannot parse the request body: {e}"),
+    };
+    let body_value: Value = serde_json::from_str(body.get()).map_err(malformed)?;
+    let Value::Object(mut obj) = body_value else {
         return Err(AppError::BadRequest {
             code: "invalid_body",
             message: "request body must be a JSON object".into(),
@@ -96,6 +109,12 @@ pub fn new_event(body: Value) -> Result<NewEvent, AppError> {
                     "metadata",
                     format!("metadata must be at most {MAX_METADATA_BYTES} bytes when serialized"),
                 ));
+            }
+            // The parsed value has already rounded inexact numbers; look at the text.
+            let fields: HashMap<String, &RawValue> =
+                serde_json::from_str(body.get()).map_err(malformed)?;
+            if let Some(raw) = fields.get("metadata") {
+                exact_numbers("metadata", raw.get())?;
             }
             Some(m)
         }
@@ -185,29 +204,153 @@ fn kind_str(field: &str, s: &str) -> Result<Kind, AppError> {
     })
 }
 
-/// Validates `amount`: a positive JSON integer that fits in i64.
+/// Validates `amount`: a JSON integer from 1 to [`MAX_AMOUNT`].
 fn amount(value: Value) -> Result<i64, AppError> {
-    const HINT: &str =
+    let hint = format!(
         "amount must be a positive integer number of minor units (e.g. 4999 for 49.99) \
-         no larger than 9223372036854775807";
+         no larger than {MAX_AMOUNT}"
+    );
+    let too_large = || {
+        AppError::invalid(
+            "amount",
+            format!("amount must be at most {MAX_AMOUNT} (minor units)"),
+        )
+    };
     let Value::Number(n) = value else {
         return Err(AppError::invalid(
             "amount",
-            format!("{HINT}; got a JSON {}", json_type(&value)),
+            format!("{hint}; got a JSON {}", json_type(&value)),
         ));
     };
     match n.as_i64() {
+        Some(i) if i > MAX_AMOUNT => Err(too_large()),
         Some(i) if i > 0 => Ok(i),
         Some(_) => Err(AppError::invalid(
             "amount",
             "amount must be greater than zero",
         )),
+        None if n.is_u64() => Err(too_large()),
         None if n.is_f64() && n.as_f64().is_some_and(|f| f <= 0.0) => Err(AppError::invalid(
             "amount",
             "amount must be greater than zero",
         )),
-        None => Err(AppError::invalid("amount", HINT)),
+        None => Err(AppError::invalid("amount", hint)),
     }
+}
+
+/// Longest number quoted back in an error message.
+const MAX_QUOTED_NUMBER: usize = 40;
+
+/// Checks that every number in the JSON text `raw` (the value of `field`) would
+/// be stored and returned with the same value: serde_json keeps integers only
+/// within 64 bits and other numbers as `f64`, so e.g. 12345678901234567890123 would
+/// silently become 1.2345678901234568e22. Returns 422 naming `field` otherwise.
+fn exact_numbers(field: &str, raw: &str) -> Result<(), AppError> {
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string, escapes included (`\"` does not end it).
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let token = &raw[start..i];
+                if !number_is_exact(token) {
+                    let quoted = if token.len() > MAX_QUOTED_NUMBER {
+                        format!("{}...", &token[..MAX_QUOTED_NUMBER])
+                    } else {
+                        token.to_owned()
+                    };
+                    return Err(AppError::invalid(
+                        field,
+                        format!(
+                            "{field} contains the number {quoted}, which cannot be stored \
+                             exactly (integers must fit in 64 bits, other numbers in a 64-bit \
+                             float); send it as a string"
+                        ),
+                    ));
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Whether the JSON number `token` keeps its value once parsed by serde_json and
+/// written back, and an integer stays an integer.
+fn number_is_exact(token: &str) -> bool {
+    let Ok(number) = serde_json::from_str::<Number>(token) else {
+        return false;
+    };
+    if number.is_f64() && !token.contains(['.', 'e', 'E']) {
+        // An integer beyond 64 bits became a float (even 10^29, whose shortest float
+        // form reads back as the same value). Only `-0` is harmless.
+        return decimal_value(token) == Some((false, String::new(), 0));
+    }
+    match (decimal_value(token), decimal_value(&number.to_string())) {
+        (Some(sent), Some(stored)) => sent == stored,
+        _ => false,
+    }
+}
+
+/// The value of a JSON number in a canonical form: sign, significant digits
+/// (without leading or trailing zeros) and the power of ten of the last digit. Zero
+/// (of either sign) is `(false, "", 0)`. `None` if `s` is not a JSON number.
+fn decimal_value(s: &str) -> Option<(bool, String, i64)> {
+    let (negative, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (mantissa, exponent) = match s.split_once(['e', 'E']) {
+        Some((m, e)) => (m, exponent_value(e)?),
+        None => (s, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = format!("{int}{frac}");
+    let without_leading = digits.trim_start_matches('0');
+    let significant = without_leading.trim_end_matches('0');
+    if significant.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    let frac_len = i64::try_from(frac.len()).unwrap_or(i64::MAX);
+    let trailing_zeros = i64::try_from(without_leading.len() - significant.len()).unwrap_or(0);
+    let scale = exponent
+        .saturating_sub(frac_len)
+        .saturating_add(trailing_zeros);
+    Some((negative, significant.to_owned(), scale))
+}
+
+/// The exponent of a JSON number (after the `e`), saturating far beyond any `f64`.
+fn exponent_value(e: &str) -> Option<i64> {
+    let (negative, digits) = match e.as_bytes().first() {
+        Some(b'-') => (true, &e[1..]),
+        Some(b'+') => (false, &e[1..]),
+        _ => (false, e),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let magnitude = digits.bytes().fold(0i64, |acc, b| {
+        acc.saturating_mul(10)
+            .saturating_add(i64::from(b - b'0'))
+            .min(1 << 40)
+    });
+    Some(if negative { -magnitude } else { magnitude })
 }
 
 /// Validates a currency code (body field or query parameter).
@@ -435,6 +578,16 @@ mod tests {
                "amount":4999,"currency":"USD","occurred_at":"2026-01-07T12:00:00Z"})
     }
 
+    /// Runs [`new_event`] on the JSON text of `body`.
+    fn check(body: Value) -> Result<NewEvent, AppError> {
+        new_event(&RawValue::from_string(body.to_string()).unwrap())
+    }
+
+    /// Runs [`new_event`] on a JSON text.
+    fn check_text(text: &str) -> Result<NewEvent, AppError> {
+        new_event(&RawValue::from_string(text.to_owned()).unwrap())
+    }
+
     fn field_of(e: AppError) -> String {
         match e {
             AppError::InvalidField { field, .. } | AppError::MissingField { field, .. } => field,
@@ -452,7 +605,7 @@ mod tests {
 
     #[test]
     fn accepts_a_valid_event() {
-        let e = new_event(body()).unwrap();
+        let e = check(body()).unwrap();
         assert_eq!(e.amount, 4999);
         assert_eq!(e.currency, "USD");
     }
@@ -466,6 +619,8 @@ mod tests {
             ("amount", json!(4999.0), "amount"),
             ("amount", json!("4999"), "amount"),
             ("amount", json!(u64::MAX), "amount"),
+            ("amount", json!(i64::MAX), "amount"),
+            ("amount", json!(MAX_AMOUNT + 1), "amount"),
             ("currency", json!("usd"), "currency"),
             ("currency", json!("XYZ"), "currency"),
             ("kind", json!("chargeback"), "kind"),
@@ -480,12 +635,84 @@ mod tests {
         for (field, value, expected) in cases {
             let mut b = body();
             b[*field] = value.clone();
-            let err = new_event(b).expect_err(&format!("{field}={value}"));
+            let err = check(b).expect_err(&format!("{field}={value}"));
             assert_eq!(field_of(err), *expected, "{field}={value}");
         }
         let mut b = body();
         b.as_object_mut().unwrap().remove("amount");
-        assert!(matches!(new_event(b), Err(AppError::MissingField { .. })));
+        assert!(matches!(check(b), Err(AppError::MissingField { .. })));
+    }
+
+    #[test]
+    fn amount_is_capped() {
+        let mut b = body();
+        b["amount"] = json!(MAX_AMOUNT);
+        assert_eq!(check(b).unwrap().amount, MAX_AMOUNT);
+        let mut b = body();
+        b["amount"] = json!(MAX_AMOUNT + 1);
+        match check(b) {
+            Err(AppError::InvalidField { field, message }) => {
+                assert_eq!(field, "amount");
+                assert!(message.contains("999999999999"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn metadata_numbers_must_be_exact() {
+        let with_metadata = |m: &str| {
+            let b = body().to_string();
+            format!("{},\"metadata\":{m}}}", &b[..b.len() - 1])
+        };
+        for ok in [
+            r#"{"n":42,"neg":-9223372036854775808,"u":18446744073709551615}"#,
+            r#"{"f":0.1,"g":1.5e-7,"h":1e3,"i":-0,"j":100.0,"k":2.5E+2}"#,
+            r#"{"s":"12345678901234567890123 \" 0.1234567890123456789","n":[1,[2,{"x":3}]]}"#,
+            r#"{"z":0e999999999999999999999,"big":1.7976931348623157e308}"#,
+        ] {
+            let got = check_text(&with_metadata(ok));
+            assert!(got.is_ok(), "{ok}: {got:?}");
+        }
+        for bad in [
+            r#"{"n":12345678901234567890123}"#,
+            r#"{"n":18446744073709551616}"#,
+            r#"{"n":-9223372036854775809}"#,
+            r#"{"n":100000000000000000000000000000}"#,
+            r#"{"deep":{"list":[1,2,{"x":1180591620717411303424}]}}"#,
+            r#"{"pi":3.14159265358979323846}"#,
+            r#"{"tiny":1e-400}"#,
+            r#"{"s":"\"","n":0.10000000000000000000000001}"#,
+        ] {
+            let got = check_text(&with_metadata(bad));
+            assert!(
+                matches!(&got, Err(AppError::InvalidField { field, .. }) if field == "metadata"),
+                "{bad}: {got:?}"
+            );
+        }
+        // The last of repeated keys counts, for the value and the check alike.
+        let text = with_metadata(r#"{"n":12345678901234567890123},"metadata":{"n":1}"#);
+        assert_eq!(
+            check_text(&text).unwrap().metadata,
+            Some(json!({"n":1}).as_object().unwrap().clone())
+        );
+        // Out-of-range numbers elsewhere are the field's own problem.
+        let b = body()
+            .to_string()
+            .replace("4999", "12345678901234567890123");
+        assert_eq!(field_of(check_text(&b).unwrap_err()), "amount");
+    }
+
+    #[test]
+    fn decimal_values_are_canonical() {
+        let v = |s| decimal_value(s).unwrap();
+        assert_eq!(v("100"), v("1e2"));
+        assert_eq!(v("100"), v("100.0"));
+        assert_eq!(v("0.5"), v("5E-1"));
+        assert_eq!(v("0"), v("-0.0e5"));
+        assert_ne!(v("1"), v("-1"));
+        assert_ne!(v("0.1"), v("0.10000000000000001"));
+        assert_eq!(decimal_value("abc"), None);
     }
 
     #[test]

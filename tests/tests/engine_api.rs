@@ -3,10 +3,19 @@
 //! per test binary, one database per test).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use e2e::engine::EngineProcess;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::engine::{sqlite_url, EngineProcess};
 use e2e::pg::PgCluster;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The largest accepted `amount` (10^12 - 1 minor units).
+const MAX_AMOUNT: i64 = 999_999_999_999;
 
 #[derive(Debug, Clone, Copy)]
 enum Backend {
@@ -14,22 +23,77 @@ enum Backend {
     Postgres,
 }
 
-/// One engine plus an HTTP client.
+/// The database behind an engine, for tests that write to it directly.
+enum Database {
+    /// A SQLite file (in a temporary directory removed on drop).
+    Sqlite {
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    /// A database of the shared Postgres cluster.
+    Postgres { url: String },
+}
+
+/// One engine plus an HTTP client (fields drop in order: the engine stops before
+/// its SQLite directory is removed).
 struct Ctx {
     engine: EngineProcess,
     http: Client,
+    db: Database,
 }
 
 impl Ctx {
     fn start(backend: Backend, name: &str) -> Self {
-        let engine = match backend {
-            Backend::Sqlite => EngineProcess::start_sqlite(),
-            Backend::Postgres => EngineProcess::start(&PgCluster::shared().create_database(name)),
+        let (engine, db) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::Builder::new()
+                    .prefix("e2e-engine-db-")
+                    .tempdir()
+                    .unwrap();
+                let path = dir.path().join("engine.sqlite");
+                let engine = EngineProcess::start(&sqlite_url(&path));
+                (engine, Database::Sqlite { path, _dir: dir })
+            }
+            Backend::Postgres => {
+                let url = PgCluster::shared().create_database(name);
+                (EngineProcess::start(&url), Database::Postgres { url })
+            }
         };
         Ctx {
             engine,
             http: Client::new(),
+            db,
         }
+    }
+
+    /// Runs SQL on the engine's database behind its back (with the `sqlite3` or
+    /// `psql` client), e.g. to plant rows the API no longer accepts.
+    fn exec_sql(&self, sql: &str) {
+        let out = match &self.db {
+            Database::Sqlite { path, .. } => Command::new("sqlite3")
+                .args(["-bail", "-cmd", ".timeout 5000"])
+                .arg(path)
+                .arg(sql)
+                .output(),
+            Database::Postgres { url } => Command::new(PgCluster::shared().binaries().tool("psql"))
+                .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+                .arg(url)
+                .output(),
+        }
+        .unwrap_or_else(|e| panic!("cannot run the SQL client (sqlite3 / psql): {e}"));
+        assert!(
+            out.status.success(),
+            "{sql}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// GET returning the status and the body text (for numbers a `Value` cannot
+    /// hold exactly).
+    async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let resp = self.http.get(self.url(path)).send().await.unwrap();
+        (resp.status(), resp.text().await.unwrap())
     }
 
     fn url(&self, path: &str) -> String {
@@ -141,7 +205,8 @@ on_both_backends!(
     create_and_fetch,
     list_filters_and_pagination,
     summary_by_day_and_month,
-    summary_overflow_is_a_client_error,
+    summary_totals_are_exact_and_never_overflow,
+    metadata_numbers_are_exact,
     body_validation_errors,
     query_validation_errors,
     health_and_routing,
@@ -370,8 +435,9 @@ async fn list_filters_and_pagination(backend: Backend) {
 
 async fn summary_by_day_and_month(backend: Backend) {
     let ctx = Ctx::start(backend, "summary");
-    // Amounts above 2^53 would lose precision in a float.
-    let big: i64 = 9_007_199_254_740_993;
+    // The largest accepted amount (exactness far beyond 2^53 is checked by
+    // summary_totals_are_exact_and_never_overflow).
+    let big: i64 = MAX_AMOUNT;
     let specs: &[(&str, i64, &str, &str)] = &[
         ("charge", 4999, "USD", "2026-01-07T00:00:00Z"),
         ("charge", 5001, "USD", "2026-01-07T23:59:59.999999Z"),
@@ -425,7 +491,7 @@ async fn summary_by_day_and_month(backend: Backend) {
         ])
     );
 
-    // Two amounts above 2^53 summed exactly.
+    // The largest amounts, bucketed and summed exactly.
     let (_, body) = ctx
         .get("/summary?interval=month&currency=JPY&from=2026-01-01T00:00:00Z")
         .await;
@@ -468,20 +534,143 @@ async fn summary_by_day_and_month(backend: Backend) {
     assert_eq!(body["data"], json!([]));
 }
 
-async fn summary_overflow_is_a_client_error(backend: Backend) {
-    let ctx = Ctx::start(backend, "overflow");
-    for _ in 0..2 {
-        ctx.record("c", "p", "charge", i64::MAX, "USD", "2026-01-07T00:00:00Z")
-            .await;
-    }
-    let got = ctx.get("/summary").await;
-    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "out_of_range", None);
-    // Per-currency totals that fit are still fine.
-    ctx.record("c", "p", "charge", 1, "EUR", "2026-01-07T00:00:00Z")
+/// Amounts are capped at 10^12 - 1, and totals are exact integers that cannot
+/// overflow, even over rows stored before the cap (up to `i64::MAX` each).
+async fn summary_totals_are_exact_and_never_overflow(backend: Backend) {
+    let ctx = Ctx::start(backend, "exact_totals");
+    let day = "2026-01-07T00:00:00Z";
+
+    // The cap, named in a 422.
+    let over = ctx
+        .post(&json!({"customer_id":"c","product":"p","kind":"charge",
+                       "amount": MAX_AMOUNT + 1,"currency":"USD","occurred_at": day}))
         .await;
+    assert_error(
+        &over,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        Some("amount"),
+    );
+    let message = over.1["error"]["message"].as_str().unwrap();
+    assert!(message.contains("999999999999"), "{message}");
+    for _ in 0..2 {
+        ctx.record("c", "p", "charge", MAX_AMOUNT, "USD", day).await;
+    }
+    ctx.record("c", "p", "refund", 5, "USD", day).await;
+    ctx.record("c", "p", "charge", 1, "EUR", day).await;
+
+    // Rows from before the cap: three charges and a refund of i64::MAX in USD, two
+    // charges in JPY. Any 64-bit sum over them overflows.
+    let legacy = [
+        (1, "charge", "USD"),
+        (2, "charge", "USD"),
+        (3, "charge", "USD"),
+        (4, "refund", "USD"),
+        (5, "charge", "JPY"),
+        (6, "charge", "JPY"),
+    ];
+    let values: Vec<String> = legacy
+        .iter()
+        .map(|(n, kind, currency)| {
+            format!(
+                "('evt_{n:032x}', 'legacy', 'p', '{kind}', {}, '{currency}', \
+                 '2026-01-07T10:00:00.000000Z', '2026-01-07T10:00:00.000000Z')",
+                i64::MAX
+            )
+        })
+        .collect();
+    ctx.exec_sql(&format!(
+        "INSERT INTO revenue_events \
+         (id, customer_id, product, kind, amount, currency, occurred_at, created_at) \
+         VALUES {}",
+        values.join(", ")
+    ));
+
+    let max = i128::from(i64::MAX);
+    let usd_gross = 3 * max + 2 * i128::from(MAX_AMOUNT);
+    let usd_refunds = max + 5;
+    // Serialized exactly as below: JSON integers, no float notation.
+    let row = |bucket: &str, currency: &str, gross: i128, refunds: i128, count: u32| {
+        format!(
+            r#"{{"bucket":"{bucket}","currency":"{currency}","gross":{gross},"refunds":{refunds},"net":{},"count":{count}}}"#,
+            gross - refunds
+        )
+    };
+    let expected = |bucket: &str| {
+        format!(
+            "[{},{},{}]",
+            row(bucket, "EUR", 1, 0, 1),
+            row(bucket, "JPY", 2 * max, 0, 2),
+            row(bucket, "USD", usd_gross, usd_refunds, 7)
+        )
+    };
+    for (query, bucket) in [("", "2026-01-07"), ("?interval=month", "2026-01")] {
+        let (status, text) = ctx.get_text(&format!("/summary{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{query}: {text}");
+        assert!(
+            text.contains(&format!(r#""data":{}"#, expected(bucket))),
+            "{query}: {text}"
+        );
+    }
+    assert!(usd_gross.to_string() == "27670118110564327419");
+
+    // Filters still work next to the huge totals.
+    let (status, text) = ctx.get_text("/summary?currency=USD").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(
+        text.contains(&format!(
+            r#""data":[{}]"#,
+            row("2026-01-07", "USD", usd_gross, usd_refunds, 7)
+        )),
+        "{text}"
+    );
     let (status, body) = ctx.get("/summary?currency=EUR").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"][0]["gross"], 1);
+}
+
+/// Numbers in `metadata` are stored exactly, or rejected naming `metadata`.
+async fn metadata_numbers_are_exact(backend: Backend) {
+    let ctx = Ctx::start(backend, "metadata_numbers");
+    let event = |metadata: &str| {
+        format!(
+            r#"{{"customer_id":"c","product":"p","kind":"charge","amount":1,"currency":"USD","occurred_at":"2026-01-07T00:00:00Z","metadata":{metadata}}}"#
+        )
+    };
+    let json_ct = Some("application/json");
+    for bad in [
+        r#"{"order":12345678901234567890123}"#,
+        r#"{"n":18446744073709551616}"#,
+        r#"{"n":-9223372036854775809}"#,
+        r#"{"deep":[1,{"x":[2,100000000000000000000000000000]}]}"#,
+        r#"{"pi":3.14159265358979323846264}"#,
+    ] {
+        let got = ctx.post_raw(&event(bad), json_ct).await;
+        assert_error(
+            &got,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("metadata"),
+        );
+    }
+    // Nothing was stored.
+    let (_, body) = ctx.get("/events").await;
+    assert_eq!(body["data"], json!([]));
+
+    // Numbers that fit come back exactly, from both the write and the read path.
+    let good = r#"{"u":18446744073709551615,"i":-9223372036854775808,"f":0.1,"note":"12345678901234567890123"}"#;
+    let (status, created) = ctx.post_raw(&event(good), json_ct).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let expected =
+        json!({"u": u64::MAX, "i": i64::MIN, "f": 0.1, "note": "12345678901234567890123"});
+    assert_eq!(created["metadata"], expected);
+    let (status, text) = ctx
+        .get_text(&format!("/events/{}", created["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let fetched: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(fetched["metadata"], expected);
+    assert!(text.contains(r#""u":18446744073709551615"#), "{text}");
 }
 
 async fn body_validation_errors(backend: Backend) {
@@ -530,6 +719,8 @@ async fn body_validation_errors(backend: Backend) {
         ("amount", json!(4999.0)),
         ("amount", json!("4999")),
         ("amount", json!(u64::MAX)),
+        ("amount", json!(i64::MAX)),
+        ("amount", json!(MAX_AMOUNT + 1)),
         ("amount", json!(true)),
         ("currency", json!("XYZ")),
         ("currency", json!("usd")),
@@ -562,9 +753,9 @@ async fn body_validation_errors(backend: Backend) {
     assert_error(&got, unprocessable, "invalid_field", Some("amount_cents"));
 
     // Boundary values that are valid.
-    let (status, body) = ctx.post(&with("amount", json!(i64::MAX))).await;
+    let (status, body) = ctx.post(&with("amount", json!(MAX_AMOUNT))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["amount"], json!(i64::MAX));
+    assert_eq!(body["amount"], json!(MAX_AMOUNT));
     let (status, _) = ctx.post(&with("customer_id", json!("é".repeat(128)))).await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, _) = ctx.post(&with("metadata", Value::Null)).await;
@@ -692,15 +883,179 @@ async fn health_and_routing(backend: Backend) {
         "method_not_allowed",
         None,
     );
-    let resp = ctx.http.post(ctx.url("/summary")).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
-    let resp = ctx
-        .http
-        .post(format!("{base}/healthz"))
+    // Every route's 405 lists exactly its methods in `Allow`, with the JSON body.
+    let id = "evt_00000000000000000000000000000000";
+    let routes: &[(&str, &str, &[&str])] = &[
+        ("/healthz", "POST", &["GET", "HEAD"]),
+        ("/readyz", "DELETE", &["GET", "HEAD"]),
+        ("/api/v1/revenue/healthz", "PUT", &["GET", "HEAD"]),
+        ("/api/v1/revenue/readyz", "PATCH", &["GET", "HEAD"]),
+        ("/api/v1/revenue/events", "PUT", &["GET", "HEAD", "POST"]),
+        ("/api/v1/revenue/summary", "POST", &["GET", "HEAD"]),
+        (
+            &format!("/api/v1/revenue/events/{id}"),
+            "DELETE",
+            &["GET", "HEAD"],
+        ),
+    ];
+    for (path, method, allowed) in routes {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = ctx
+            .http
+            .request(method.clone(), format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let allow = resp
+            .headers()
+            .get("allow")
+            .unwrap_or_else(|| panic!("{method} {path}: no Allow header"))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let mut got: Vec<&str> = allow.split(',').map(str::trim).collect();
+        got.sort();
+        assert_eq!(got, *allowed, "{method} {path}");
+        let got = (status, resp.json().await.unwrap());
+        assert_error(
+            &got,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            None,
+        );
+    }
+
+    // A path parameter that is not UTF-8 once decoded: the JSON 404, not axum's
+    // plain-text 400.
+    for target in [
+        "/api/v1/revenue/events/%ff",
+        "/api/v1/revenue/events/%C3%28",
+        "/api/v1/revenue/events/evt_%ff%fe",
+    ] {
+        let (status, body) = e2e::raw_request(ctx.engine.port(), "GET", target, &[]).await;
+        let body: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{target}: not JSON ({e}): {body:?}"));
+        assert_error(
+            &(StatusCode::from_u16(status).unwrap(), body),
+            StatusCode::NOT_FOUND,
+            "not_found",
+            None,
+        );
+    }
+}
+
+/// Reads from `stream` until the engine closes it (EOF or reset) and returns how
+/// long that took; panics if it is still open after `limit`.
+async fn time_until_closed(stream: &mut TcpStream, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+            Err(_) => panic!("the engine kept the connection open for {limit:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Slow or silent clients are disconnected: a connection that sends nothing, half
+/// a request line, or headers a byte at a time is closed at the header read
+/// timeout, and a kept-alive connection at the idle timeout; requests in between
+/// are served normally.
+#[tokio::test]
+async fn slow_clients_are_disconnected() {
+    let dir = tempfile::Builder::new()
+        .prefix("e2e-engine-db-")
+        .tempdir()
+        .unwrap();
+    let engine = EngineProcess::start_with(
+        &sqlite_url(&dir.path().join("engine.sqlite")),
+        &[
+            ("ENGINE_HEADER_READ_TIMEOUT_MS", "600"),
+            ("ENGINE_IDLE_TIMEOUT_MS", "2000"),
+        ],
+    );
+    let addr = ("127.0.0.1", engine.port());
+    let limit = Duration::from_secs(10);
+    let header_timeout = Duration::from_millis(600);
+
+    // Nothing at all, half a request line, an HTTP/2 preface cut short.
+    for sent in [&b""[..], b"GET /api/v1/rev", b"PRI * HTTP/2.0\r\n"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let took = time_until_closed(&mut stream, limit).await;
+        assert!(
+            took >= header_timeout / 2 && took < Duration::from_secs(5),
+            "{:?}: closed after {took:?}",
+            String::from_utf8_lossy(sent)
+        );
+    }
+
+    // Headers drip-fed a byte every 50 ms: the traffic does not reset the timer.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let drip = tokio::spawn(async move {
+        let head = format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\n\r\n",
+            "a".repeat(200)
+        );
+        for b in head.bytes() {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let got = tokio::time::timeout(limit, rd.read(&mut buf)).await;
+    assert!(
+        matches!(got, Ok(Ok(0)) | Ok(Err(_))),
+        "drip-fed request: {got:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drip.abort();
+
+    // A kept-alive connection serves requests, stays open past the header timeout
+    // while idle, and is closed at the idle timeout.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for pause in [Duration::ZERO, Duration::from_millis(1000)] {
+        tokio::time::sleep(pause).await;
+        stream.write_all(request).await.unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(br#"{"status":"ok"}"#) {
+            let n = tokio::time::timeout(limit, stream.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let took = time_until_closed(&mut stream, limit).await;
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "idle connection closed after {took:?}"
+    );
+
+    // The engine is still serving.
+    let resp = Client::new()
+        .get(format!("{}/healthz", engine.base_url()))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.status(), StatusCode::OK);
 }
 
 /// SIGTERM stops the engine gracefully (exit code 0).

@@ -1,9 +1,8 @@
 //! Postgres backend: pool options, migrations (`migrations/postgres`) and SQL.
 //!
 //! Timestamps are `TIMESTAMPTZ`; buckets are computed from `occurred_at AT TIME
-//! ZONE 'UTC'` so they match SQLite's. `SUM(bigint)` yields `NUMERIC` in Postgres,
-//! so every sum is cast back to `BIGINT` (overflow raises SQLSTATE 22003, reported
-//! as [`DbError::Overflow`]).
+//! ZONE 'UTC'` so they match SQLite's. `SUM(bigint)` yields an exact `NUMERIC`,
+//! which summaries read as text and parse into `i128`, so totals never overflow.
 
 use std::time::Duration;
 
@@ -126,10 +125,9 @@ impl PgDb {
             Interval::Month => "YYYY-MM",
         };
         let mut qb = QueryBuilder::<Postgres>::new(format!(
-            "SELECT bucket, currency, gross, refunds, gross - refunds AS net, count FROM (\
-             SELECT to_char(occurred_at AT TIME ZONE 'UTC', '{format}') AS bucket, currency, \
-             CAST(SUM(CASE WHEN kind = 'charge' THEN amount ELSE 0 END) AS BIGINT) AS gross, \
-             CAST(SUM(CASE WHEN kind = 'refund' THEN amount ELSE 0 END) AS BIGINT) AS refunds, \
+            "SELECT to_char(occurred_at AT TIME ZONE 'UTC', '{format}') AS bucket, currency, \
+             CAST(SUM(CASE WHEN kind = 'charge' THEN amount ELSE 0 END) AS TEXT) AS gross, \
+             CAST(SUM(CASE WHEN kind = 'refund' THEN amount ELSE 0 END) AS TEXT) AS refunds, \
              COUNT(*) AS count \
              FROM revenue_events WHERE TRUE"
         ));
@@ -137,16 +135,18 @@ impl PgDb {
             qb.push(" AND currency = ").push_bind(v);
         }
         push_range(&mut qb, q.from, q.to);
-        qb.push(" GROUP BY 1, 2) AS totals ORDER BY bucket, currency");
+        qb.push(" GROUP BY 1, 2 ORDER BY bucket, currency");
         let rows = qb.build().fetch_all(&self.reader).await?;
         rows.iter()
             .map(|r| {
+                let gross = exact_sum(r, "gross")?;
+                let refunds = exact_sum(r, "refunds")?;
                 Ok(SummaryRow {
                     bucket: r.try_get("bucket")?,
                     currency: r.try_get("currency")?,
-                    gross: r.try_get("gross")?,
-                    refunds: r.try_get("refunds")?,
-                    net: r.try_get("net")?,
+                    gross,
+                    refunds,
+                    net: gross - refunds,
                     count: r.try_get("count")?,
                 })
             })
@@ -158,6 +158,15 @@ impl PgDb {
         self.writer.close().await;
         self.reader.close().await;
     }
+}
+
+/// The exact total in column `name` of a summary row. `SUM(bigint)` is an exact
+/// `NUMERIC` (it cannot overflow); it is read as text and parsed into `i128`.
+fn exact_sum(r: &PgRow, name: &str) -> Result<i128, sqlx::Error> {
+    let text: String = r.try_get(name)?;
+    text.parse::<i128>().map_err(|e| {
+        sqlx::Error::Decode(format!("{name} total {text:?} is not an integer: {e}").into())
+    })
 }
 
 fn push_range(

@@ -169,28 +169,32 @@ impl SqliteDb {
             Interval::Day => 10,  // YYYY-MM-DD
             Interval::Month => 7, // YYYY-MM
         };
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT bucket, currency, gross, refunds, gross - refunds AS net, count FROM (\
-             SELECT substr(occurred_at, 1, {bucket_len}) AS bucket, currency, \
-             SUM(CASE WHEN kind = 'charge' THEN amount ELSE 0 END) AS gross, \
-             SUM(CASE WHEN kind = 'refund' THEN amount ELSE 0 END) AS refunds, \
-             COUNT(*) AS count \
-             FROM revenue_events WHERE 1 = 1"
-        ));
+        let mut sql = format!("SELECT substr(occurred_at, 1, {bucket_len}) AS bucket, currency, ");
+        for (kind, name) in [("charge", "gross"), ("refund", "refunds")] {
+            for (part, expr) in SUM_PARTS {
+                sql.push_str(&format!(
+                    "SUM(CASE WHEN kind = '{kind}' THEN {expr} ELSE 0 END) AS {name}_{part}, "
+                ));
+            }
+        }
+        sql.push_str("COUNT(*) AS count FROM revenue_events WHERE 1 = 1");
+        let mut qb = QueryBuilder::<Sqlite>::new(sql);
         if let Some(v) = q.currency {
             qb.push(" AND currency = ").push_bind(v);
         }
         push_range(&mut qb, q.from.as_ref(), q.to.as_ref());
-        qb.push(" GROUP BY bucket, currency) ORDER BY bucket, currency");
+        qb.push(" GROUP BY bucket, currency ORDER BY bucket, currency");
         let rows = qb.build().fetch_all(self.reader()).await?;
         rows.iter()
             .map(|r| {
+                let gross = exact_sum(r, "gross")?;
+                let refunds = exact_sum(r, "refunds")?;
                 Ok(SummaryRow {
                     bucket: r.try_get("bucket")?,
                     currency: r.try_get("currency")?,
-                    gross: r.try_get("gross")?,
-                    refunds: r.try_get("refunds")?,
-                    net: r.try_get("net")?,
+                    gross,
+                    refunds,
+                    net: gross - refunds,
                     count: r.try_get("count")?,
                 })
             })
@@ -201,6 +205,28 @@ impl SqliteDb {
     pub(super) async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// SQLite's `SUM` of integers is a 64-bit integer and fails on overflow, so each
+/// amount is summed in three parts, each with its column suffix, SQL expression
+/// and weight: `amount / 10^12` (at most 9 223 372, even for `i64::MAX`), then
+/// `amount / 10^6 % 10^6` and `amount % 10^6` (each below 10^6). No part's sum can
+/// overflow before a bucket holds 10^12 events; [`exact_sum`] recombines them in
+/// `i128`. (Amounts are positive, so `/` and `%` need no sign care.)
+const SUM_PARTS: [(&str, &str); 3] = [
+    ("hi", "amount / 1000000000000"),
+    ("mid", "amount / 1000000 % 1000000"),
+    ("lo", "amount % 1000000"),
+];
+
+/// The exact total `name` (`gross` or `refunds`) of a summary row, from its
+/// [`SUM_PARTS`] columns.
+fn exact_sum(r: &SqliteRow, name: &str) -> Result<i128, sqlx::Error> {
+    let part = |suffix: &str| -> Result<i128, sqlx::Error> {
+        r.try_get::<i64, _>(format!("{name}_{suffix}").as_str())
+            .map(i128::from)
+    };
+    Ok(part("hi")? * 1_000_000_000_000 + part("mid")? * 1_000_000 + part("lo")?)
 }
 
 fn push_range(

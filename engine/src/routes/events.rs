@@ -1,12 +1,12 @@
 //! `POST /events` (record a charge or refund), `GET /events` (list with filters
 //! and keyset pagination) and `GET /events/{id}`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{JsonBody, QueryPairs, API_PREFIX};
+use super::{JsonBody, PathParam, QueryPairs, API_PREFIX};
 use crate::error::AppError;
 use crate::model::{is_event_id, Event, EventPage};
 use crate::state::AppState;
@@ -19,7 +19,7 @@ pub async fn create_event(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
-    let new = validation::new_event(body)?;
+    let new = validation::new_event(&body)?;
     let event = state.db.insert_event(Event::from_new(new)).await?;
     tracing::debug!(id = event.id, "event recorded");
     let location = format!("{API_PREFIX}/events/{}", event.id);
@@ -42,10 +42,11 @@ pub async fn list_events(
     Ok(Json(state.db.list_events(&filter).await?))
 }
 
-/// `GET /api/v1/revenue/events/{id}`: the stored event, or 404.
+/// `GET /api/v1/revenue/events/{id}`: the stored event, or 404 (also for an id
+/// that cannot be one, e.g. not valid UTF-8 once percent-decoded).
 pub async fn get_event(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<Event>, AppError> {
     let not_found = || AppError::NotFound(format!("no event with id {id:?}"));
     if !is_event_id(&id) {

@@ -9,8 +9,10 @@
 //! | GET | `/api/v1/revenue/events/{id}` | [`events::get_event`] |
 //! | GET | `/api/v1/revenue/summary` | [`summary::get_summary`] |
 //!
-//! Unknown paths answer 404 and known paths with the wrong method 405, both with the
-//! JSON error body of [`AppError`]. Request bodies are limited to [`BODY_LIMIT`].
+//! Unknown paths answer 404 and known paths with the wrong method 405 (with an
+//! `Allow` header listing the route's methods), both with the JSON error body of
+//! [`AppError`]; so do all extractor failures (see [`JsonBody`], [`QueryPairs`],
+//! [`PathParam`]). Request bodies are limited to [`BODY_LIMIT`].
 
 pub mod events;
 pub mod health;
@@ -18,13 +20,15 @@ pub mod summary;
 
 use std::time::Instant;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -89,17 +93,37 @@ async fn log_request(req: Request, next: Next) -> Response {
 
 /// A JSON request body whose extraction errors become [`AppError`]s (400 for bad
 /// syntax or content type, 413 when too large) instead of axum's plain-text ones.
+///
+/// The body is kept as its exact text (checked to be well-formed JSON), so that
+/// validation sees numbers as sent, before any rounding to `f64`.
 #[derive(Debug)]
-pub struct JsonBody(pub serde_json::Value);
+pub struct JsonBody(pub Box<RawValue>);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<serde_json::Value>::from_request(req, state)
+        let Json(raw) = Json::<Box<RawValue>>::from_request(req, state)
             .await
             .map_err(|e: JsonRejection| AppError::from(e))?;
-        Ok(JsonBody(value))
+        Ok(JsonBody(raw))
+    }
+}
+
+/// Path parameters (like axum's `Path`) whose extraction errors become
+/// [`AppError`]s: a parameter that is not valid UTF-8 once percent-decoded names
+/// no resource (404), one that does not parse is a bad request (400).
+#[derive(Debug)]
+pub struct PathParam<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParam<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e: PathRejection| AppError::from(e))?;
+        Ok(PathParam(value))
     }
 }
 
