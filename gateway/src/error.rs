@@ -52,6 +52,17 @@ pub enum GatewayError {
     /// Something went wrong inside the gateway (500). Details go to the log only.
     #[error("An unexpected error occurred")]
     Internal,
+    /// A plugin's answer in Kong's plain JSON family (§0.2): the body is sent as is,
+    /// with no request id in it (jwt's 401s, for instance).
+    #[error("{body}")]
+    PluginJson {
+        /// Status code.
+        status: u16,
+        /// The complete JSON body.
+        body: String,
+        /// Extra response headers.
+        headers: Vec<(String, String)>,
+    },
     /// A plugin's refusal in the error-template family, e.g. 401 or 429.
     #[error("{message}")]
     Plugin {
@@ -155,7 +166,9 @@ impl GatewayError {
             GatewayError::UpstreamInvalid => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::Internal => 500,
-            GatewayError::Plugin { status, .. } => *status,
+            GatewayError::Plugin { status, .. } | GatewayError::PluginJson { status, .. } => {
+                *status
+            }
         }
     }
 
@@ -194,9 +207,13 @@ impl GatewayError {
                 }
             })
             .unwrap_or(Format::Json);
-        let body = match self {
-            GatewayError::HttpsRedirect { .. } => Bytes::new(),
-            _ => Bytes::from(template(format, &self.to_string(), ctx.request_id)),
+        let (format, body) = match self {
+            GatewayError::HttpsRedirect { .. } => (format, Bytes::new()),
+            GatewayError::PluginJson { body, .. } => (Format::Json, Bytes::from(body.clone())),
+            _ => (
+                format,
+                Bytes::from(template(format, &self.to_string(), ctx.request_id)),
+            ),
         };
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -217,7 +234,7 @@ impl GatewayError {
                 set("upgrade", "TLS/1.2, HTTP/1.1");
             }
             GatewayError::HttpsRedirect { location, .. } => set("location", location),
-            GatewayError::Plugin { headers, .. } => {
+            GatewayError::Plugin { headers, .. } | GatewayError::PluginJson { headers, .. } => {
                 for (k, v) in headers {
                     set(k, v);
                 }

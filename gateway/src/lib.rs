@@ -9,6 +9,7 @@ pub mod admin;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod consumers;
 pub mod error;
 pub mod plugins;
 pub mod proxy;

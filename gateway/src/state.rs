@@ -12,11 +12,13 @@ use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 
 use crate::config::{self, Config, LoadError};
+use crate::consumers::CredentialIndex;
 use crate::plugins::{self, Plugin};
 use crate::router::Router;
 use crate::tls::{CertTable, SniResolver};
 
-/// A compiled config: the model, its router and each route's plugin chain.
+/// A compiled config: the model, its router, each route's plugin chain and the
+/// credential indexes.
 pub struct Runtime {
     /// The validated config.
     pub config: Config,
@@ -24,6 +26,11 @@ pub struct Runtime {
     pub router: Router,
     /// The plugins of each route, in run order (indexed like `config.routes`).
     pub chains: Vec<Vec<Arc<dyn Plugin>>>,
+    /// The chain of a (route, consumer) pair that has consumer-scoped plugins; it
+    /// replaces the route's chain once authentication identifies that consumer.
+    pub consumer_chains: HashMap<(usize, usize), Vec<Arc<dyn Plugin>>>,
+    /// API keys, jwt keys and consumer names for the authentication plugins.
+    pub credentials: CredentialIndex,
 }
 
 impl Runtime {
@@ -36,12 +43,29 @@ impl Runtime {
             .map(|p| plugins::build(&p.config))
             .collect();
         let chains = (0..config.routes.len())
-            .map(|i| plugins::chain::for_route(&config, i, &built))
+            .map(|i| plugins::chain::for_route(&config, i, None, &built))
             .collect();
+        let mut scoped: Vec<usize> = config
+            .plugins
+            .iter()
+            .filter_map(|p| p.scope.consumer)
+            .collect();
+        scoped.sort_unstable();
+        scoped.dedup();
+        let mut consumer_chains = HashMap::new();
+        for route in 0..config.routes.len() {
+            for &consumer in &scoped {
+                let chain = plugins::chain::for_route(&config, route, Some(consumer), &built);
+                consumer_chains.insert((route, consumer), chain);
+            }
+        }
+        let credentials = CredentialIndex::build(&config);
         Runtime {
             config,
             router,
             chains,
+            consumer_chains,
+            credentials,
         }
     }
 }

@@ -133,6 +133,11 @@ async fn forwards_headers_as_kong_does() {
         .header("x-hop", "secret")
         .header("x-kong-request-id", "spoofed")
         .header("x-custom", "kept")
+        .header("x-consumer-id", "spoofed")
+        .header("x-consumer-username", "admin")
+        .header("x-credential-identifier", "spoofed")
+        .header("x-anonymous-consumer", "false")
+        .header("x-consumer-groups", "admins")
         .send()
         .await
         .unwrap();
@@ -159,6 +164,15 @@ async fn forwards_headers_as_kong_does() {
     assert_eq!(h["x-kong-request-id"], rid.as_str());
     assert_eq!(h["x-custom"], "kept");
     assert!(h.get("x-hop").is_none(), "hop-by-hop header leaked: {h}");
+    for spoofed in [
+        "x-consumer-id",
+        "x-consumer-username",
+        "x-credential-identifier",
+        "x-anonymous-consumer",
+        "x-consumer-groups",
+    ] {
+        assert!(h.get(spoofed).is_none(), "client-sent {spoofed} reached the upstream: {h}");
+    }
     assert_eq!(body["uri"], "/base/x/y?k=v");
 
     // preserve_host sends the client's Host header verbatim.

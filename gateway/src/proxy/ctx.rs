@@ -35,6 +35,13 @@ pub struct RequestCtx {
     pub failure: Option<GatewayError>,
     /// Set by the correlation-id plugin.
     pub correlation_id: Option<String>,
+    /// The consumer an authentication plugin identified.
+    pub auth: Option<crate::consumers::Authenticated>,
+    /// Groups the acl plugin sends upstream (`X-Consumer-Groups`).
+    pub consumer_groups: Option<String>,
+    /// The plugins this request runs, in order: the route's chain, switched to the
+    /// consumer's once authentication identifies one.
+    pub chain: Vec<std::sync::Arc<dyn crate::plugins::Plugin>>,
     /// Guard that keeps the in-flight request count right.
     pub(crate) _inflight: Option<crate::state::InflightGuard>,
 }
@@ -56,6 +63,9 @@ impl RequestCtx {
             upstream_latency_ms: None,
             failure: None,
             correlation_id: None,
+            auth: None,
+            consumer_groups: None,
+            chain: Vec::new(),
             _inflight: None,
         }
     }

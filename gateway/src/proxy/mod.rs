@@ -139,10 +139,32 @@ impl GatewayProxy {
             query.as_deref(),
         ));
 
-        let chain = runtime.chains.get(found.route).cloned().unwrap_or_default();
-        for plugin in &chain {
+        ctx.chain = runtime.chains.get(found.route).cloned().unwrap_or_default();
+        let mut i = 0;
+        let mut switched = false;
+        while let Some(plugin) = ctx.chain.get(i).cloned() {
             match plugin.access(session, ctx).await? {
                 Flow::Continue => {}
+            }
+            i += 1;
+            // Once a consumer is known, its scoped plugins take over for the plugins
+            // that have not run yet (Kong §7.8: consumer plugins run after auth).
+            if !switched {
+                let consumer = ctx.auth.as_ref().map(|a| a.consumer);
+                if let Some(c) = consumer {
+                    if let Some(chain) = runtime.consumer_chains.get(&(found.route, c)) {
+                        let ran = plugin.priority();
+                        let rest: Vec<_> = chain
+                            .iter()
+                            .filter(|p| p.priority() < ran)
+                            .cloned()
+                            .collect();
+                        let done: Vec<_> = ctx.chain[..i].to_vec();
+                        i = done.len();
+                        ctx.chain = done.into_iter().chain(rest).collect();
+                        switched = true;
+                    }
+                }
             }
         }
         Ok(())
@@ -394,10 +416,13 @@ impl ProxyHttp for GatewayProxy {
         let via = forwarding::append_via(header_str(upstream, "via"), client_version);
         set(upstream, "via", &via)?;
         set(upstream, "x-kong-request-id", &ctx.request_id)?;
-        if let Some(chain) = runtime.chains.get(route_idx) {
-            for plugin in chain {
-                plugin.upstream_request(ctx, upstream);
-            }
+        crate::consumers::set_upstream_headers(
+            upstream,
+            &runtime.config.consumers,
+            ctx.auth.as_ref(),
+        );
+        for plugin in &ctx.chain {
+            plugin.upstream_request(ctx, upstream);
         }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
@@ -451,12 +476,8 @@ impl ProxyHttp for GatewayProxy {
         }
         resp.insert_header("x-kong-proxy-latency", proxy_latency_ms(ctx).to_string())?;
         resp.insert_header("x-kong-request-id", ctx.request_id.as_str())?;
-        if let (Some(rt), Some(r)) = (&ctx.runtime, ctx.route) {
-            if let Some(chain) = rt.chains.get(r) {
-                for plugin in chain {
-                    plugin.response(ctx, resp);
-                }
-            }
+        for plugin in &ctx.chain {
+            plugin.response(ctx, resp);
         }
         Ok(())
     }
