@@ -971,6 +971,24 @@ impl Decoder {
                     None => errs.push(&r.path, r.line, dangling("consumer", &r.value, "consumers")),
                 }
             }
+            if p.plugin.scope.consumer.is_some() && !p.plugin.config.allows_consumer_scope() {
+                errs.push(
+                    &join(&p.path, "consumer"),
+                    p.line,
+                    format!("plugin '{}' cannot be scoped to a consumer", p.plugin.name),
+                );
+            }
+            if let Some(anon) = p.plugin.config.anonymous() {
+                let known = consumer_names.contains_key(anon)
+                    || Uuid::parse_str(anon).is_ok_and(|u| consumer_ids.contains_key(&u));
+                if !known {
+                    errs.push(
+                        &join(&p.path, "config.anonymous"),
+                        p.line,
+                        format!("anonymous consumer {anon} is configured but doesn't exist"),
+                    );
+                }
+            }
             if seen_plugins
                 .insert((p.plugin.name.clone(), p.plugin.scope.clone()), ())
                 .is_some()

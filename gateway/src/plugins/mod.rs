@@ -6,8 +6,13 @@
 //! compiled, by Kong's priorities (higher first, ties by name), so the request path
 //! only walks a slice.
 
+pub mod acl;
+pub mod auth;
 pub mod chain;
 pub mod correlation_id;
+pub mod jwt;
+pub mod key_auth;
+pub mod request_termination;
 
 use async_trait::async_trait;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -23,6 +28,32 @@ use crate::proxy::ctx::RequestCtx;
 pub enum PluginConfig {
     /// `correlation-id`.
     CorrelationId(correlation_id::Config),
+    /// `key-auth`.
+    KeyAuth(key_auth::Config),
+    /// `jwt`.
+    Jwt(jwt::Config),
+    /// `acl`.
+    Acl(acl::Config),
+    /// `request-termination`.
+    RequestTermination(request_termination::Config),
+}
+
+impl PluginConfig {
+    /// The consumer an authentication plugin falls back to, if configured; checked
+    /// against the config's consumers when the file is loaded.
+    pub fn anonymous(&self) -> Option<&str> {
+        match self {
+            PluginConfig::KeyAuth(c) => c.auth.anonymous.as_deref(),
+            PluginConfig::Jwt(c) => c.auth.anonymous.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the plugin may be scoped to a consumer (authentication plugins may
+    /// not: they are what identifies the consumer).
+    pub fn allows_consumer_scope(&self) -> bool {
+        !matches!(self, PluginConfig::KeyAuth(_) | PluginConfig::Jwt(_))
+    }
 }
 
 /// What the access phase of a plugin decided.
@@ -62,7 +93,6 @@ pub trait Plugin: Send + Sync {
 /// Plugins Kong bundles that this gateway does not provide yet. Naming one is an
 /// error that says so, rather than a silent no-op that could leave a route open.
 const NOT_YET_AVAILABLE: &[&str] = &[
-    "acl",
     "acme",
     "ai-proxy",
     "aws-lambda",
@@ -77,8 +107,6 @@ const NOT_YET_AVAILABLE: &[&str] = &[
     "hmac-auth",
     "http-log",
     "ip-restriction",
-    "jwt",
-    "key-auth",
     "ldap-auth",
     "loggly",
     "oauth2",
@@ -90,7 +118,6 @@ const NOT_YET_AVAILABLE: &[&str] = &[
     "rate-limiting",
     "redirect",
     "request-size-limiting",
-    "request-termination",
     "request-transformer",
     "response-ratelimiting",
     "response-transformer",
@@ -114,10 +141,34 @@ pub fn decode(
     config_path: &str,
     errs: &mut Errors,
 ) -> Option<PluginConfig> {
+    let before = errs.list.len();
+    let decoded = decode_named(name, config, name_path, name_line, config_path, errs);
+    // Plugins that report an error about a missing `config` do not know its line.
+    for e in &mut errs.list[before..] {
+        if e.line == 0 {
+            e.line = name_line;
+        }
+    }
+    decoded
+}
+
+fn decode_named(
+    name: &str,
+    config: Option<&Node>,
+    name_path: &str,
+    name_line: usize,
+    config_path: &str,
+    errs: &mut Errors,
+) -> Option<PluginConfig> {
     match name {
         correlation_id::NAME => {
             correlation_id::decode(config, config_path, errs).map(PluginConfig::CorrelationId)
         }
+        key_auth::NAME => key_auth::decode(config, config_path, errs).map(PluginConfig::KeyAuth),
+        jwt::NAME => jwt::decode(config, config_path, errs).map(PluginConfig::Jwt),
+        acl::NAME => acl::decode(config, config_path, errs).map(PluginConfig::Acl),
+        request_termination::NAME => request_termination::decode(config, config_path, errs)
+            .map(PluginConfig::RequestTermination),
         other if NOT_YET_AVAILABLE.contains(&other) => {
             errs.push(
                 name_path,
@@ -146,6 +197,12 @@ pub fn build(config: &PluginConfig) -> std::sync::Arc<dyn Plugin> {
     match config {
         PluginConfig::CorrelationId(c) => {
             std::sync::Arc::new(correlation_id::CorrelationId::new(c.clone()))
+        }
+        PluginConfig::KeyAuth(c) => std::sync::Arc::new(key_auth::KeyAuth::new(c.clone())),
+        PluginConfig::Jwt(c) => std::sync::Arc::new(jwt::Jwt::new(c.clone())),
+        PluginConfig::Acl(c) => std::sync::Arc::new(acl::Acl::new(c.clone())),
+        PluginConfig::RequestTermination(c) => {
+            std::sync::Arc::new(request_termination::RequestTermination::new(c.clone()))
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct RequestCtx {
     pub auth: Option<crate::consumers::Authenticated>,
     /// Groups the acl plugin sends upstream (`X-Consumer-Groups`).
     pub consumer_groups: Option<String>,
+    /// Credential headers an authentication plugin removes before the request goes
+    /// upstream (`hide_credentials`).
+    pub hidden_headers: Vec<String>,
     /// The plugins this request runs, in order: the route's chain, switched to the
     /// consumer's once authentication identifies one.
     pub chain: Vec<std::sync::Arc<dyn crate::plugins::Plugin>>,
@@ -65,6 +68,7 @@ impl RequestCtx {
             correlation_id: None,
             auth: None,
             consumer_groups: None,
+            hidden_headers: Vec::new(),
             chain: Vec::new(),
             _inflight: None,
         }

@@ -1,0 +1,270 @@
+//! `key-auth` (priority 1250): API keys in a header or the query string (Kong §3).
+
+use async_trait::async_trait;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+use super::auth::{AuthConfig, AUTH_KEYS};
+use super::{Flow, Plugin};
+use crate::config::fields::{Errors, Fields};
+use crate::config::yaml::Node;
+use crate::consumers::Authenticated;
+use crate::error::GatewayError;
+use crate::proxy::ctx::RequestCtx;
+
+/// Kong's name for the plugin.
+pub const NAME: &str = "key-auth";
+
+/// Decoded plugin config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Names to look for, in order (default `apikey`).
+    pub key_names: Vec<String>,
+    /// Look in request headers (default true).
+    pub key_in_header: bool,
+    /// Look in the query string (default true).
+    pub key_in_query: bool,
+    /// Remove the key before the request goes upstream (default false).
+    pub hide_credentials: bool,
+    /// anonymous, run_on_preflight, realm.
+    pub auth: AuthConfig,
+}
+
+/// Decodes `config` for this plugin, recording located errors.
+pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Config> {
+    let mut config = Config {
+        key_names: vec!["apikey".to_string()],
+        key_in_header: true,
+        key_in_query: true,
+        hide_credentials: false,
+        auth: AuthConfig {
+            run_on_preflight: true,
+            ..AuthConfig::default()
+        },
+    };
+    let Some(node) = node else {
+        return Some(config);
+    };
+    let allowed: Vec<&str> = ["key_names", "key_in_header", "key_in_query", "key_in_body", "hide_credentials"]
+        .into_iter()
+        .chain(AUTH_KEYS.iter().copied())
+        .collect();
+    let fields = Fields::open(node, path, &allowed, errs)?;
+    let before = errs.list.len();
+    if fields.has("key_names") {
+        config.key_names.clear();
+        for (name, p, line) in fields.str_list("key_names", errs) {
+            if name.is_empty() || http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                errs.push(&p, line, "bad header name: must contain only letters, digits, '-' and '_'");
+            } else {
+                config.key_names.push(name);
+            }
+        }
+        if config.key_names.is_empty() && errs.list.len() == before {
+            errs.push(&fields.path_of("key_names"), fields.line_of("key_names"), "length must be at least 1");
+        }
+    }
+    config.key_in_header = fields.bool("key_in_header", true, errs);
+    config.key_in_query = fields.bool("key_in_query", true, errs);
+    if fields.bool("key_in_body", false, errs) {
+        errs.push(
+            &fields.path_of("key_in_body"),
+            fields.line_of("key_in_body"),
+            "key_in_body is not supported by this gateway yet",
+        );
+    }
+    config.hide_credentials = fields.bool("hide_credentials", false, errs);
+    config.auth = AuthConfig::decode(&fields, errs);
+    (errs.list.len() == before).then_some(config)
+}
+
+/// The running plugin.
+pub struct KeyAuth {
+    config: Config,
+}
+
+/// Where a key was found.
+enum Found {
+    Header(String),
+    Query(String),
+}
+
+/// Why no single key could be taken from the request.
+enum Missing {
+    None,
+    Duplicate,
+}
+
+impl KeyAuth {
+    /// Builds the plugin from its config; runs when a config is compiled.
+    pub fn new(config: Config) -> Self {
+        KeyAuth { config }
+    }
+
+    /// Header names match case-insensitively, and `_` and `-` are interchangeable.
+    fn header_values<'a>(req: &'a RequestHeader, name: &str) -> Vec<&'a [u8]> {
+        let want = name.to_ascii_lowercase().replace('_', "-");
+        req.headers
+            .iter()
+            .filter(|(k, _)| k.as_str().replace('_', "-") == want)
+            .map(|(_, v)| v.as_bytes())
+            .collect()
+    }
+
+    /// Values of query argument `name` (exact name, percent-decoded values).
+    fn query_values(query: &str, name: &str) -> Vec<String> {
+        query
+            .split('&')
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode_component(k) == name).then(|| decode_component(v))
+            })
+            .collect()
+    }
+
+    fn find_key(&self, req: &RequestHeader) -> Result<(String, Found), Missing> {
+        let query = req.uri.query().unwrap_or("");
+        for name in &self.config.key_names {
+            if self.config.key_in_header {
+                let values = Self::header_values(req, name);
+                match values.as_slice() {
+                    [] => {}
+                    [one] => {
+                        let key = String::from_utf8_lossy(one).trim().to_string();
+                        if !key.is_empty() {
+                            return Ok((key, Found::Header(name.clone())));
+                        }
+                    }
+                    _ => return Err(Missing::Duplicate),
+                }
+            }
+            if self.config.key_in_query {
+                let values = Self::query_values(query, name);
+                match values.as_slice() {
+                    [] => {}
+                    [one] if !one.is_empty() => return Ok((one.clone(), Found::Query(name.clone()))),
+                    [_] => {}
+                    _ => return Err(Missing::Duplicate),
+                }
+            }
+        }
+        Err(Missing::None)
+    }
+
+    fn refusal(&self, message: &str) -> GatewayError {
+        GatewayError::Plugin {
+            status: 401,
+            message: message.to_string(),
+            headers: vec![self.config.auth.www_authenticate("Key", None)],
+        }
+    }
+}
+
+/// Percent-decodes a query component (`+` is a space, as in forms).
+fn decode_component(s: &str) -> String {
+    let plus = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Removes every `name=` argument from a raw query, keeping the others byte for byte.
+fn strip_query_arg(query: &str, name: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            decode_component(k) != name
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[async_trait]
+impl Plugin for KeyAuth {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn priority(&self) -> i32 {
+        1250
+    }
+
+    async fn access(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
+        if self.config.auth.skip(session, ctx) {
+            return Ok(Flow::Continue);
+        }
+        let found = self.find_key(session.req_header());
+        let (key, place) = match found {
+            Ok(found) => found,
+            Err(Missing::None) => {
+                self.config.auth.fail(ctx, self.refusal("No API key found in request"))?;
+                return Ok(Flow::Continue);
+            }
+            Err(Missing::Duplicate) => {
+                self.config.auth.fail(ctx, self.refusal("Duplicate API key found"))?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let owner = ctx
+            .runtime
+            .as_ref()
+            .and_then(|rt| rt.credentials.key_owner(&key));
+        let Some(owner) = owner else {
+            self.config.auth.fail(ctx, self.refusal("Unauthorized"))?;
+            return Ok(Flow::Continue);
+        };
+        ctx.auth = Some(Authenticated {
+            consumer: owner.consumer,
+            credential: Some(owner.credential.to_string()),
+            anonymous: false,
+        });
+        if self.config.hide_credentials {
+            match place {
+                Found::Header(name) => ctx.hidden_headers.push(name),
+                Found::Query(name) => {
+                    if let Some(uri) = &ctx.upstream_uri {
+                        if let Some((path, query)) = uri.split_once('?') {
+                            ctx.upstream_uri = Some(format!("{path}?{}", strip_query_arg(query, &name)));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn upstream_request(&self, ctx: &RequestCtx, req: &mut RequestHeader) {
+        for name in &ctx.hidden_headers {
+            let want = name.to_ascii_lowercase().replace('_', "-");
+            let matching: Vec<_> = req
+                .headers
+                .keys()
+                .filter(|k| k.as_str().replace('_', "-") == want)
+                .cloned()
+                .collect();
+            for k in matching {
+                req.remove_header(&k);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_query_arg_keeps_the_rest_byte_for_byte() {
+        assert_eq!(strip_query_arg("a=%20x&apikey=k&b=1&apikey", "apikey"), "a=%20x&b=1");
+        assert_eq!(strip_query_arg("api%6Bey=k&z=%2F", "apikey"), "z=%2F");
+        assert_eq!(strip_query_arg("apikey=k", "apikey"), "");
+    }
+
+    #[test]
+    fn query_values_are_decoded_and_counted() {
+        assert_eq!(KeyAuth::query_values("apikey=a%20b&x=1", "apikey"), vec!["a b"]);
+        assert_eq!(KeyAuth::query_values("apikey=a&apikey=a", "apikey").len(), 2);
+        assert!(KeyAuth::query_values("apikeyx=a", "apikey").is_empty());
+    }
+}
