@@ -171,7 +171,10 @@ async fn forwards_headers_as_kong_does() {
         "x-anonymous-consumer",
         "x-consumer-groups",
     ] {
-        assert!(h.get(spoofed).is_none(), "client-sent {spoofed} reached the upstream: {h}");
+        assert!(
+            h.get(spoofed).is_none(),
+            "client-sent {spoofed} reached the upstream: {h}"
+        );
     }
     assert_eq!(body["uri"], "/base/x/y?k=v");
 

@@ -34,20 +34,34 @@ pub struct Config {
 /// Decodes `config` for this plugin, recording located errors.
 pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Config> {
     let Some(node) = node else {
-        errs.push(path, 0, "at least one of these fields must be non-empty: 'config.allow', 'config.deny'");
+        errs.push(
+            path,
+            0,
+            "at least one of these fields must be non-empty: 'config.allow', 'config.deny'",
+        );
         return None;
     };
     let fields = Fields::open(
         node,
         path,
-        &["allow", "deny", "hide_groups_header", "always_use_authenticated_groups", "include_consumer_groups"],
+        &[
+            "allow",
+            "deny",
+            "hide_groups_header",
+            "always_use_authenticated_groups",
+            "include_consumer_groups",
+        ],
         errs,
     )?;
     let before = errs.list.len();
     let list = |key: &str, errs: &mut Errors| {
-        fields
-            .has(key)
-            .then(|| fields.str_list(key, errs).into_iter().map(|(g, _, _)| g).collect::<Vec<_>>())
+        fields.has(key).then(|| {
+            fields
+                .str_list(key, errs)
+                .into_iter()
+                .map(|(g, _, _)| g)
+                .collect::<Vec<_>>()
+        })
     };
     let allow = list("allow", errs);
     let deny = list("deny", errs);
@@ -55,11 +69,19 @@ pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Conf
         (Some(a), None) if !a.is_empty() => Mode::Allow(a),
         (None, Some(d)) if !d.is_empty() => Mode::Deny(d),
         (Some(_), Some(_)) => {
-            errs.push(path, fields.line, "only one of these fields can be set: 'config.allow', 'config.deny'");
+            errs.push(
+                path,
+                fields.line,
+                "only one of these fields can be set: 'config.allow', 'config.deny'",
+            );
             return None;
         }
         _ => {
-            errs.push(path, fields.line, "at least one of these fields must be non-empty: 'config.allow', 'config.deny'");
+            errs.push(
+                path,
+                fields.line,
+                "at least one of these fields must be non-empty: 'config.allow', 'config.deny'",
+            );
             return None;
         }
     };
@@ -102,7 +124,11 @@ impl Plugin for Acl {
         950
     }
 
-    async fn access(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
+    async fn access(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Flow, GatewayError> {
         let groups: Vec<String> = match (&ctx.auth, &ctx.runtime) {
             (Some(auth), Some(rt)) => rt
                 .config

@@ -45,23 +45,37 @@ pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Conf
     let Some(node) = node else {
         return Some(config);
     };
-    let allowed: Vec<&str> = ["key_names", "key_in_header", "key_in_query", "key_in_body", "hide_credentials"]
-        .into_iter()
-        .chain(AUTH_KEYS.iter().copied())
-        .collect();
+    let allowed: Vec<&str> = [
+        "key_names",
+        "key_in_header",
+        "key_in_query",
+        "key_in_body",
+        "hide_credentials",
+    ]
+    .into_iter()
+    .chain(AUTH_KEYS.iter().copied())
+    .collect();
     let fields = Fields::open(node, path, &allowed, errs)?;
     let before = errs.list.len();
     if fields.has("key_names") {
         config.key_names.clear();
         for (name, p, line) in fields.str_list("key_names", errs) {
             if name.is_empty() || http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                errs.push(&p, line, "bad header name: must contain only letters, digits, '-' and '_'");
+                errs.push(
+                    &p,
+                    line,
+                    "bad header name: must contain only letters, digits, '-' and '_'",
+                );
             } else {
                 config.key_names.push(name);
             }
         }
         if config.key_names.is_empty() && errs.list.len() == before {
-            errs.push(&fields.path_of("key_names"), fields.line_of("key_names"), "length must be at least 1");
+            errs.push(
+                &fields.path_of("key_names"),
+                fields.line_of("key_names"),
+                "length must be at least 1",
+            );
         }
     }
     config.key_in_header = fields.bool("key_in_header", true, errs);
@@ -142,7 +156,9 @@ impl KeyAuth {
                 let values = Self::query_values(query, name);
                 match values.as_slice() {
                     [] => {}
-                    [one] if !one.is_empty() => return Ok((one.clone(), Found::Query(name.clone()))),
+                    [one] if !one.is_empty() => {
+                        return Ok((one.clone(), Found::Query(name.clone())))
+                    }
                     [_] => {}
                     _ => return Err(Missing::Duplicate),
                 }
@@ -190,7 +206,11 @@ impl Plugin for KeyAuth {
         1250
     }
 
-    async fn access(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
+    async fn access(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Flow, GatewayError> {
         if self.config.auth.skip(session, ctx) {
             return Ok(Flow::Continue);
         }
@@ -198,11 +218,15 @@ impl Plugin for KeyAuth {
         let (key, place) = match found {
             Ok(found) => found,
             Err(Missing::None) => {
-                self.config.auth.fail(ctx, self.refusal("No API key found in request"))?;
+                self.config
+                    .auth
+                    .fail(ctx, self.refusal("No API key found in request"))?;
                 return Ok(Flow::Continue);
             }
             Err(Missing::Duplicate) => {
-                self.config.auth.fail(ctx, self.refusal("Duplicate API key found"))?;
+                self.config
+                    .auth
+                    .fail(ctx, self.refusal("Duplicate API key found"))?;
                 return Ok(Flow::Continue);
             }
         };
@@ -225,7 +249,8 @@ impl Plugin for KeyAuth {
                 Found::Query(name) => {
                     if let Some(uri) = &ctx.upstream_uri {
                         if let Some((path, query)) = uri.split_once('?') {
-                            ctx.upstream_uri = Some(format!("{path}?{}", strip_query_arg(query, &name)));
+                            ctx.upstream_uri =
+                                Some(format!("{path}?{}", strip_query_arg(query, &name)));
                         }
                     }
                 }
@@ -256,15 +281,24 @@ mod tests {
 
     #[test]
     fn strip_query_arg_keeps_the_rest_byte_for_byte() {
-        assert_eq!(strip_query_arg("a=%20x&apikey=k&b=1&apikey", "apikey"), "a=%20x&b=1");
+        assert_eq!(
+            strip_query_arg("a=%20x&apikey=k&b=1&apikey", "apikey"),
+            "a=%20x&b=1"
+        );
         assert_eq!(strip_query_arg("api%6Bey=k&z=%2F", "apikey"), "z=%2F");
         assert_eq!(strip_query_arg("apikey=k", "apikey"), "");
     }
 
     #[test]
     fn query_values_are_decoded_and_counted() {
-        assert_eq!(KeyAuth::query_values("apikey=a%20b&x=1", "apikey"), vec!["a b"]);
-        assert_eq!(KeyAuth::query_values("apikey=a&apikey=a", "apikey").len(), 2);
+        assert_eq!(
+            KeyAuth::query_values("apikey=a%20b&x=1", "apikey"),
+            vec!["a b"]
+        );
+        assert_eq!(
+            KeyAuth::query_values("apikey=a&apikey=a", "apikey").len(),
+            2
+        );
         assert!(KeyAuth::query_values("apikeyx=a", "apikey").is_empty());
     }
 }

@@ -38,18 +38,38 @@ pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Conf
     let Some(node) = node else {
         return Some(config);
     };
-    let fields = Fields::open(node, path, &["status_code", "message", "body", "content_type", "echo", "trigger"], errs)?;
+    let fields = Fields::open(
+        node,
+        path,
+        &[
+            "status_code",
+            "message",
+            "body",
+            "content_type",
+            "echo",
+            "trigger",
+        ],
+        errs,
+    )?;
     let before = errs.list.len();
     config.status_code = fields.int("status_code", 100, 599, 503, errs) as u16;
     config.message = fields.str("message", errs);
     config.body = fields.str("body", errs);
     config.content_type = fields.str("content_type", errs);
     if config.message.is_some() && config.body.is_some() {
-        errs.push(path, fields.line, "message cannot be used with content_type or body");
+        errs.push(
+            path,
+            fields.line,
+            "message cannot be used with content_type or body",
+        );
     }
     for key in ["echo", "trigger"] {
         if fields.has(key) {
-            errs.push(&fields.path_of(key), fields.line_of(key), "not supported by this gateway yet");
+            errs.push(
+                &fields.path_of(key),
+                fields.line_of(key),
+                "not supported by this gateway yet",
+            );
         }
     }
     (errs.list.len() == before).then_some(config)
@@ -77,7 +97,11 @@ impl Plugin for RequestTermination {
         2
     }
 
-    async fn access(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
+    async fn access(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Flow, GatewayError> {
         let status = self.config.status_code;
         Err(match &self.config.body {
             Some(body) => GatewayError::PluginJson {
