@@ -275,14 +275,15 @@ fn legacy_formats_migrate_regex_paths() {
 
 #[test]
 fn unsupported_entities_and_plugins_are_refused_by_name() {
-    let errs =
-        errors("_format_version: \"3.0\"\nupstreams:\n- name: u\nplugins:\n- name: key-auth\n");
+    let errs = errors(
+        "_format_version: \"3.0\"\nupstreams:\n- name: u\nplugins:\n- name: rate-limiting\n",
+    );
     has(&errs, "upstreams", 2, "not supported by this gateway yet");
     has(
         &errs,
         "plugins[0].name",
         5,
-        "plugin 'key-auth' is not available in this gateway yet",
+        "plugin 'rate-limiting' is not available in this gateway yet",
     );
 }
 
@@ -314,4 +315,33 @@ fn wrong_types_are_reported_not_panicked_on() {
     has(&errs, "services", 2, "expected an array");
     has(&errs, "routes", 3, "expected an array");
     has(&errs, "consumers[0]", 4, "expected a map");
+}
+
+#[test]
+fn authentication_plugins_are_checked_against_consumers() {
+    let errs = errors(concat!(
+        "_format_version: \"3.0\"\n",
+        "consumers:\n- username: u\n",
+        "plugins:\n- name: key-auth\n  config: {anonymous: ghost}\n",
+        "- name: key-auth\n  consumer: u\n",
+        "- name: acl\n",
+    ));
+    has(
+        &errs,
+        "plugins[0].config.anonymous",
+        5,
+        "anonymous consumer ghost is configured but doesn't exist",
+    );
+    has(
+        &errs,
+        "plugins[1].consumer",
+        7,
+        "plugin 'key-auth' cannot be scoped to a consumer",
+    );
+    has(
+        &errs,
+        "plugins[2].config",
+        9,
+        "at least one of these fields must be non-empty",
+    );
 }
