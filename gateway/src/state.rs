@@ -31,6 +31,8 @@ pub struct Runtime {
     pub consumer_chains: HashMap<(usize, usize), Vec<Arc<dyn Plugin>>>,
     /// API keys, jwt keys and consumer names for the authentication plugins.
     pub credentials: CredentialIndex,
+    /// Every jwt secret's verification key, parsed once per config.
+    pub jwt_keys: plugins::jwt::SecretKeys,
 }
 
 impl Runtime {
@@ -60,12 +62,14 @@ impl Runtime {
             }
         }
         let credentials = CredentialIndex::build(&config);
+        let jwt_keys = plugins::jwt::SecretKeys::build(&config);
         Runtime {
             config,
             router,
             chains,
             consumer_chains,
             credentials,
+            jwt_keys,
         }
     }
 }

@@ -8,6 +8,10 @@ use e2e::gateway::GatewayProcess;
 use e2e::pg::PgCluster;
 use serde_json::{json, Value};
 
+/// The development credentials shipped in conf/gateway.yaml (see README).
+const DEV_API_KEY: &str = "dev-only-dashboard-key-do-not-use-in-production";
+const DEV_JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJiaWxsaW5nLXNlcnZpY2UtZGV2LWtleSIsInN1YiI6ImJpbGxpbmctc2VydmljZSIsImV4cCI6NDEwMjQ0NDgwMH0.Lu4nUhjg5x6He1hV2iJDp69CEXOomr8qKyOMlEHcyZU";
+
 /// conf/gateway.yaml with the engine's address swapped for the test engine's.
 fn shipped_config(engine_port: u16) -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/gateway.yaml");
@@ -27,9 +31,23 @@ async fn walk_through(engine: &EngineProcess) {
     let c = gw.client(None);
     let api = format!("{}/api/v1/revenue", gw.https_url());
 
-    // README walk-through: create an event through the gateway over HTTPS.
+    // README walk-through: no credential is refused...
+    let resp = c.get(format!("{api}/events")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["message"], "Unauthorized");
+    let resp = c
+        .get(format!("{api}/events"))
+        .header("apikey", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // ...a service with its JWT creates an event through the gateway over HTTPS...
     let resp = c
         .post(format!("{api}/events"))
+        .bearer_auth(DEV_JWT)
         .json(&json!({
             "customer_id": "cus_1001",
             "product": "robot-pro-monthly",
@@ -50,6 +68,7 @@ async fn walk_through(engine: &EngineProcess) {
 
     let resp = c
         .post(format!("{api}/events"))
+        .header("apikey", DEV_API_KEY)
         .json(&json!({
             "customer_id": "cus_1001", "product": "robot-pro-monthly", "kind": "refund",
             "amount": 999, "currency": "USD", "occurred_at": "2026-01-08T09:30:00Z"
@@ -59,9 +78,10 @@ async fn walk_through(engine: &EngineProcess) {
         .unwrap();
     assert_eq!(resp.status(), 201);
 
-    // The summary through the gateway.
+    // ...and the dashboard with its API key reads the summary.
     let resp = c
         .get(format!("{api}/summary?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&interval=month&currency=USD"))
+        .header("apikey", DEV_API_KEY)
         .send()
         .await
         .unwrap();
@@ -76,6 +96,7 @@ async fn walk_through(engine: &EngineProcess) {
     // Validation errors from the engine pass through the gateway untouched.
     let resp = c
         .post(format!("{api}/events"))
+        .header("apikey", DEV_API_KEY)
         .json(&json!({"customer_id": "c", "product": "p", "kind": "charge", "amount": 49.99, "currency": "USD", "occurred_at": "2026-01-07T12:00:00Z"}))
         .send()
         .await
@@ -83,6 +104,7 @@ async fn walk_through(engine: &EngineProcess) {
     assert_eq!(resp.status(), 422);
     let resp = c
         .post(format!("{api}/events"))
+        .header("apikey", DEV_API_KEY)
         .header("content-type", "application/json")
         .body("{not json")
         .send()

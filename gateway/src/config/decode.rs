@@ -696,6 +696,7 @@ impl Decoder {
                 CredKind::KeyAuth(KeyAuthCredential { id, key })
             }
             "jwt_secrets" => {
+                use crate::plugins::jwt::{base64_lenient, Alg, VerifyKey};
                 let algorithm = f
                     .str("algorithm", errs)
                     .unwrap_or_else(|| "HS256".to_string());
@@ -703,20 +704,64 @@ impl Decoder {
                     "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384",
                     "PS256", "PS384", "PS512", "EdDSA",
                 ];
-                if !ALGS.contains(&algorithm.as_str()) {
+                let alg = if algorithm == "ES512" {
+                    errs.push(
+                        &f.path_of("algorithm"),
+                        f.line_of("algorithm"),
+                        "ES512 is not supported by this gateway (its verifier has no P-521 curve); use ES256 or ES384",
+                    );
+                    None
+                } else if !ALGS.contains(&algorithm.as_str()) {
                     errs.push(
                         &f.path_of("algorithm"),
                         f.line_of("algorithm"),
                         format!("expected one of: {}", ALGS.join(", ")),
                     );
-                }
+                    None
+                } else {
+                    Alg::from_name(&algorithm)
+                };
                 let rsa_public_key = f.str("rsa_public_key", errs);
-                if !algorithm.starts_with("HS") && rsa_public_key.is_none() {
-                    errs.push(
-                        &f.path_of("rsa_public_key"),
-                        f.line,
-                        format!("required field missing for algorithm {algorithm}"),
-                    );
+                let secret = f.str("secret", errs);
+                let secret_is_base64 = f.bool("secret_is_base64", false, errs);
+                match alg {
+                    Some(alg) if algorithm.starts_with("HS") => match &secret {
+                        // Kong would generate one; a generated secret nobody can read
+                        // is useless in a declarative file, so ask for it.
+                        None => errs.push(
+                            &f.path_of("secret"),
+                            f.line,
+                            format!("required field missing for algorithm {alg}"),
+                        ),
+                        Some(s) if s.is_empty() => errs.push(
+                            &f.path_of("secret"),
+                            f.line_of("secret"),
+                            "length must be at least 1",
+                        ),
+                        Some(s) if secret_is_base64 && base64_lenient(s).is_none() => errs.push(
+                            &f.path_of("secret"),
+                            f.line_of("secret"),
+                            "secret_is_base64 is set but the secret is not valid base64",
+                        ),
+                        Some(_) => {}
+                    },
+                    Some(alg) => match &rsa_public_key {
+                        None => errs.push(
+                            &f.path_of("rsa_public_key"),
+                            f.line,
+                            format!("required field missing for algorithm {algorithm}"),
+                        ),
+                        Some(pem) => {
+                            if let Err(e) = VerifyKey::from_pem(alg, pem) {
+                                errs.push(
+                                    &f.path_of("rsa_public_key"),
+                                    f.line_of("rsa_public_key"),
+                                    format!("invalid key for {algorithm}: {e}"),
+                                );
+                            }
+                        }
+                    },
+                    None => {}
                 }
                 let Some(key) = f.str("key", errs) else {
                     errs.push(&f.path_of("key"), f.line, "required field missing");
@@ -726,9 +771,9 @@ impl Decoder {
                     id,
                     key,
                     algorithm,
-                    secret: f.str("secret", errs),
+                    secret,
                     rsa_public_key,
-                    secret_is_base64: f.bool("secret_is_base64", false, errs),
+                    secret_is_base64,
                 })
             }
             _ => match f.str("group", errs) {

@@ -91,3 +91,13 @@ impl AuthConfig {
         ("WWW-Authenticate".to_string(), value)
     }
 }
+
+/// Percent-decodes a query-string component (`+` is a space, as in forms).
+///
+/// Used by the plugins that read credentials from the query string.
+pub fn decode_query_component(s: &str) -> String {
+    let plus = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus)
+        .decode_utf8_lossy()
+        .into_owned()
+}

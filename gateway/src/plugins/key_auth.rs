@@ -131,7 +131,8 @@ impl KeyAuth {
             .split('&')
             .filter_map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (decode_component(k) == name).then(|| decode_component(v))
+                (super::auth::decode_query_component(k) == name)
+                    .then(|| super::auth::decode_query_component(v))
             })
             .collect()
     }
@@ -176,21 +177,13 @@ impl KeyAuth {
     }
 }
 
-/// Percent-decodes a query component (`+` is a space, as in forms).
-fn decode_component(s: &str) -> String {
-    let plus = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 /// Removes every `name=` argument from a raw query, keeping the others byte for byte.
 fn strip_query_arg(query: &str, name: &str) -> String {
     query
         .split('&')
         .filter(|pair| {
             let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            decode_component(k) != name
+            super::auth::decode_query_component(k) != name
         })
         .collect::<Vec<_>>()
         .join("&")

@@ -141,30 +141,30 @@ impl GatewayProxy {
 
         ctx.chain = runtime.chains.get(found.route).cloned().unwrap_or_default();
         let mut i = 0;
-        let mut switched = false;
+        let mut chain_consumer = None;
         while let Some(plugin) = ctx.chain.get(i).cloned() {
             match plugin.access(session, ctx).await? {
                 Flow::Continue => {}
             }
             i += 1;
-            // Once a consumer is known, its scoped plugins take over for the plugins
-            // that have not run yet (Kong §7.8: consumer plugins run after auth).
-            if !switched {
-                let consumer = ctx.auth.as_ref().map(|a| a.consumer);
-                if let Some(c) = consumer {
-                    if let Some(chain) = runtime.consumer_chains.get(&(found.route, c)) {
-                        let ran = plugin.priority();
-                        let rest: Vec<_> = chain
-                            .iter()
-                            .filter(|p| p.priority() < ran)
-                            .cloned()
-                            .collect();
-                        let done: Vec<_> = ctx.chain[..i].to_vec();
-                        i = done.len();
-                        ctx.chain = done.into_iter().chain(rest).collect();
-                        switched = true;
-                    }
-                }
+            // Kong looks each plugin's configuration up with the consumer known at
+            // the moment it runs (§7.8). When an authentication plugin changes the
+            // consumer, the plugins still to run come from that consumer's chain.
+            let consumer = ctx.auth.as_ref().map(|a| a.consumer);
+            if consumer != chain_consumer {
+                chain_consumer = consumer;
+                let base = consumer
+                    .and_then(|c| runtime.consumer_chains.get(&(found.route, c)))
+                    .or_else(|| runtime.chains.get(found.route));
+                let runs_later = |p: &&Arc<dyn crate::plugins::Plugin>| {
+                    (std::cmp::Reverse(p.priority()), p.name())
+                        > (std::cmp::Reverse(plugin.priority()), plugin.name())
+                };
+                let rest: Vec<_> = base
+                    .map(|b| b.iter().filter(runs_later).cloned().collect())
+                    .unwrap_or_default();
+                ctx.chain.truncate(i);
+                ctx.chain.extend(rest);
             }
         }
         Ok(())
