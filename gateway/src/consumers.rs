@@ -108,8 +108,16 @@ pub fn set_upstream_headers(
     consumers: &[Consumer],
     auth: Option<&Authenticated>,
 ) {
-    for name in CONSUMER_HEADERS {
-        req.remove_header(*name);
+    // `X_Consumer_ID` reaches CGI/WSGI-style upstreams as the same variable as
+    // `X-Consumer-ID`, so every spelling is removed, not only the dashed one.
+    let spoofed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| CONSUMER_HEADERS.contains(&k.as_str().replace('_', "-").as_str()))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        req.remove_header(&name);
     }
     let Some(auth) = auth else {
         return;

@@ -33,6 +33,7 @@ consumers:
     keyauth_credentials:
       - key: carol-secret-key
   - username: anonymous
+  - username: guest
 services:
   - name: echo
     url: http://{a}
@@ -83,6 +84,18 @@ services:
             config: {{ run_on_preflight: false }}
       - name: open
         paths: [/open]
+      - name: guest
+        paths: [/guest]
+        plugins:
+          - name: key-auth
+            config: {{ anonymous: guest, hide_credentials: true }}
+      - name: guest-acl
+        paths: [/guest-acl]
+        plugins:
+          - name: key-auth
+            config: {{ anonymous: guest }}
+          - name: acl
+            config: {{ allow: [revenue-readers] }}
 plugins:
   # Consumer-scoped: only the anonymous consumer is turned away, on every route.
   - name: request-termination
@@ -150,11 +163,24 @@ async fn key_auth_statuses_messages_and_headers() {
         .unwrap();
     assert_eq!(body(resp).await["message"], "Duplicate API key found");
 
-    // Good key in a header: the upstream sees who it is, never spoofed values.
+    // An empty key header is the key, even with a valid key in the query (Kong).
+    let resp = c
+        .get(format!("{base}/keyed?apikey=alice-secret-key"))
+        .header("apikey", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(body(resp).await["message"], "No API key found in request");
+
+    // Good key in a header: the upstream sees who it is, never spoofed values,
+    // whichever way the client spells the header names.
     let resp = c
         .get(format!("{base}/keyed/x?keep=1"))
         .header("apikey", "alice-secret-key")
         .header("x-consumer-username", "mallory")
+        .header("x_consumer_username", "mallory")
+        .header("X_Consumer_Groups", "admin")
         .header("x-anonymous-consumer", "true")
         .send()
         .await
@@ -163,6 +189,8 @@ async fn key_auth_statuses_messages_and_headers() {
     let h = body(resp).await["headers"].clone();
     assert_eq!(h["x-consumer-id"], ALICE_ID);
     assert_eq!(h["x-consumer-username"], "alice");
+    assert!(h.get("x_consumer_username").is_none(), "{h}");
+    assert!(h.get("x_consumer_groups").is_none(), "{h}");
     assert_eq!(h["x-consumer-custom-id"], "cust-alice");
     assert_eq!(h["x-credential-identifier"], ALICE_KEY_ID);
     assert!(h.get("x-anonymous-consumer").is_none());
@@ -221,6 +249,12 @@ async fn key_names_realm_and_hide_credentials() {
     assert_eq!(status, 200, "{text}");
     let b: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(b["uri"], "/p?a=%20x&b=1&c=%2F");
+    // When the key was the only argument, no dangling `?` is left.
+    let (status, text) =
+        e2e::raw_request(gw.http_port, "GET", "/custom/q?token=carol-secret-key", &[]).await;
+    assert_eq!(status, 200, "{text}");
+    let b: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(b["uri"], "/q");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -301,6 +335,24 @@ async fn anonymous_fallback_and_consumer_scoped_plugins() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // A mistyped key is hidden from the upstream even when the request goes on as
+    // the anonymous consumer.
+    let resp = c
+        .get(format!("{base}/guest?apikey=typo-key&x=1"))
+        .header("apikey", "typo-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let b = body(resp).await;
+    assert_eq!(b["headers"]["x-anonymous-consumer"], "true");
+    assert_eq!(b["headers"]["x-consumer-username"], "guest");
+    assert!(b["headers"].get("apikey").is_none(), "{b}");
+    // acl: an anonymous consumer (no credential) gets 401, not 403 (§7.2).
+    let resp = c.get(format!("{base}/guest-acl")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(body(resp).await["message"], "Unauthorized");
+
     // Routes without authentication are untouched by consumer-scoped plugins.
     assert_eq!(
         c.get(format!("{base}/open")).send().await.unwrap().status(),

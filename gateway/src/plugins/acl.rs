@@ -142,7 +142,7 @@ impl Plugin for Acl {
         let allowed = match &self.config.mode {
             Mode::Allow(list) => {
                 if groups.is_empty() {
-                    return Err(if has_credential || ctx.auth.is_some() {
+                    return Err(if has_credential {
                         refuse(403, "You cannot consume this service")
                     } else {
                         refuse(401, "Unauthorized")

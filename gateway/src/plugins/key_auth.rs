@@ -145,10 +145,12 @@ impl KeyAuth {
                 match values.as_slice() {
                     [] => {}
                     [one] => {
+                        // A present header is the key, even when empty (as in Kong).
                         let key = String::from_utf8_lossy(one).trim().to_string();
-                        if !key.is_empty() {
-                            return Ok((key, Found::Header(name.clone())));
+                        if key.is_empty() {
+                            return Err(Missing::None);
                         }
+                        return Ok((key, Found::Header(name.clone())));
                     }
                     _ => return Err(Missing::Duplicate),
                 }
@@ -223,6 +225,25 @@ impl Plugin for KeyAuth {
                 return Ok(Flow::Continue);
             }
         };
+        // Hidden as soon as it is found, valid or not: a mistyped key must not reach
+        // the upstream either (it may still go on as the anonymous consumer).
+        if self.config.hide_credentials {
+            match place {
+                Found::Header(name) => ctx.hidden_headers.push(name),
+                Found::Query(name) => {
+                    if let Some(uri) = &ctx.upstream_uri {
+                        if let Some((path, query)) = uri.split_once('?') {
+                            let rest = strip_query_arg(query, &name);
+                            ctx.upstream_uri = Some(if rest.is_empty() {
+                                path.to_string()
+                            } else {
+                                format!("{path}?{rest}")
+                            });
+                        }
+                    }
+                }
+            }
+        }
         let owner = ctx
             .runtime
             .as_ref()
@@ -236,19 +257,6 @@ impl Plugin for KeyAuth {
             credential: Some(owner.credential.to_string()),
             anonymous: false,
         });
-        if self.config.hide_credentials {
-            match place {
-                Found::Header(name) => ctx.hidden_headers.push(name),
-                Found::Query(name) => {
-                    if let Some(uri) = &ctx.upstream_uri {
-                        if let Some((path, query)) = uri.split_once('?') {
-                            ctx.upstream_uri =
-                                Some(format!("{path}?{}", strip_query_arg(query, &name)));
-                        }
-                    }
-                }
-            }
-        }
         Ok(Flow::Continue)
     }
 
