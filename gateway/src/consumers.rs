@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 
 use pingora_http::RequestHeader;
+
+use crate::proxy::forwarding::fold_header_name;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -113,7 +115,7 @@ pub fn set_upstream_headers(
     let spoofed: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .filter(|k| CONSUMER_HEADERS.contains(&k.as_str().replace('_', "-").as_str()))
+        .filter(|k| CONSUMER_HEADERS.contains(&fold_header_name(k.as_str()).as_str()))
         .cloned()
         .collect();
     for name in spoofed {

@@ -11,6 +11,7 @@ use crate::config::yaml::Node;
 use crate::consumers::Authenticated;
 use crate::error::GatewayError;
 use crate::proxy::ctx::RequestCtx;
+use crate::proxy::forwarding::{fold_header_name, header_spellings};
 
 /// Kong's name for the plugin.
 pub const NAME: &str = "key-auth";
@@ -117,10 +118,10 @@ impl KeyAuth {
 
     /// Header names match case-insensitively, and `_` and `-` are interchangeable.
     fn header_values<'a>(req: &'a RequestHeader, name: &str) -> Vec<&'a [u8]> {
-        let want = name.to_ascii_lowercase().replace('_', "-");
+        let want = fold_header_name(name);
         req.headers
             .iter()
-            .filter(|(k, _)| k.as_str().replace('_', "-") == want)
+            .filter(|(k, _)| fold_header_name(k.as_str()) == want)
             .map(|(_, v)| v.as_bytes())
             .collect()
     }
@@ -262,14 +263,7 @@ impl Plugin for KeyAuth {
 
     fn upstream_request(&self, ctx: &RequestCtx, req: &mut RequestHeader) {
         for name in &ctx.hidden_headers {
-            let want = name.to_ascii_lowercase().replace('_', "-");
-            let matching: Vec<_> = req
-                .headers
-                .keys()
-                .filter(|k| k.as_str().replace('_', "-") == want)
-                .cloned()
-                .collect();
-            for k in matching {
+            for k in header_spellings(&req.headers, name) {
                 req.remove_header(&k);
             }
         }

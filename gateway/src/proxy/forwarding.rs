@@ -19,6 +19,22 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
 ];
 
+/// A header name folded the way Kong compares plugin header names: lower-case, with
+/// `_` and `-` alike (`X_Api_Key` and `x-api-key` are the same header).
+pub fn fold_header_name(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Every spelling of header `name` present in `headers`, under [`fold_header_name`].
+pub fn header_spellings(headers: &http::HeaderMap, name: &str) -> Vec<http::HeaderName> {
+    let want = fold_header_name(name);
+    headers
+        .keys()
+        .filter(|k| fold_header_name(k.as_str()) == want)
+        .cloned()
+        .collect()
+}
+
 /// The `Via` protocol token for an HTTP version (`1.1`, `2`, ...).
 pub fn version_token(v: Version) -> &'static str {
     match v {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::Version;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType};
@@ -566,9 +565,4 @@ fn service_retries(ctx: &RequestCtx) -> u32 {
 fn proxy_latency_ms(ctx: &RequestCtx) -> u128 {
     ctx.proxy_started
         .map_or(0, |p| p.saturating_duration_since(ctx.started).as_millis())
-}
-
-/// Builds the response body bytes for tests and the admin listener.
-pub fn json_body(value: &serde_json::Value) -> Bytes {
-    Bytes::from(value.to_string())
 }

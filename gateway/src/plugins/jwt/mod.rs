@@ -422,11 +422,11 @@ impl Jwt {
             }
         }
         for name in &self.config.header_names {
-            let want = name.replace('_', "-");
+            let want = crate::proxy::forwarding::fold_header_name(name);
             let first = req
                 .headers
                 .iter()
-                .find(|(k, _)| k.as_str().replace('_', "-") == want)
+                .find(|(k, _)| crate::proxy::forwarding::fold_header_name(k.as_str()) == want)
                 .map(|(_, v)| v.as_bytes());
             if let Some(t) = first.and_then(bearer) {
                 add(Some(t));
