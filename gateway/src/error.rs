@@ -37,6 +37,13 @@ pub enum GatewayError {
     /// A request no client should send (400).
     #[error("Bad request")]
     BadRequest,
+    /// A body larger than the gateway can inspect, on a route that must inspect it
+    /// (413).
+    #[error("Payload too large")]
+    PayloadTooLarge,
+    /// The client stopped sending a body the gateway was reading (408).
+    #[error("Request timeout")]
+    RequestTimeout,
     /// A method the gateway never proxies, such as TRACE (405).
     #[error("Method not allowed")]
     MethodNotAllowed,
@@ -163,6 +170,8 @@ impl GatewayError {
             GatewayError::HttpsRedirect { status, .. } => *status,
             GatewayError::BadRequest => 400,
             GatewayError::MethodNotAllowed => 405,
+            GatewayError::PayloadTooLarge => 413,
+            GatewayError::RequestTimeout => 408,
             GatewayError::UpstreamInvalid => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::Internal => 500,
@@ -178,6 +187,8 @@ impl GatewayError {
             self,
             GatewayError::BadRequest
                 | GatewayError::MethodNotAllowed
+                | GatewayError::PayloadTooLarge
+                | GatewayError::RequestTimeout
                 | GatewayError::UpstreamInvalid
                 | GatewayError::UpstreamTimeout
                 | GatewayError::Internal

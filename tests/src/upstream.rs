@@ -37,8 +37,9 @@ impl Upstream {
 
     /// Starts the echo server.
     ///
-    /// Every request gets `200` and a JSON body `{method, uri, version, headers}`
-    /// (header names lower-case, repeated headers joined with `, `). `/slow/<ms>`
+    /// Every request gets `200` and a JSON body `{method, uri, version, headers, body}`
+    /// (header names lower-case, repeated headers joined with `, `; the request body
+    /// as text). `/slow/<ms>`
     /// waits that long first; `/status/<code>` answers with that status.
     pub async fn echo() -> Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
@@ -132,11 +133,18 @@ async fn echo_handler(State(hits): State<Arc<AtomicUsize>>, req: Request) -> Res
             .join(", ");
         headers.insert(name.as_str().to_string(), json!(joined));
     }
+    let method = req.method().as_str().to_string();
+    let uri = req.uri().to_string();
+    let version = format!("{:?}", req.version());
+    let received = axum::body::to_bytes(req.into_body(), 16 << 20)
+        .await
+        .unwrap_or_default();
     let body = json!({
-        "method": req.method().as_str(),
-        "uri": req.uri().to_string(),
-        "version": format!("{:?}", req.version()),
+        "method": method,
+        "uri": uri,
+        "version": version,
         "headers": headers,
+        "body": String::from_utf8_lossy(&received),
     });
     (status, Json(body)).into_response()
 }

@@ -86,6 +86,8 @@ pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Conf
         }
     };
     let hide_groups_header = fields.bool("hide_groups_header", false, errs);
+    // Authenticated groups come from plugins this gateway does not have (LDAP,
+    // OIDC); without them Kong falls back to the consumer's groups, as here.
     fields.bool("always_use_authenticated_groups", false, errs);
     fields.bool("include_consumer_groups", false, errs);
     (errs.list.len() == before).then_some(Config {

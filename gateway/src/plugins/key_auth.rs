@@ -1,10 +1,14 @@
-//! `key-auth` (priority 1250): API keys in a header or the query string (Kong §3).
+//! `key-auth` (priority 1250): API keys in a header, the query string or the body
+//! (Kong §3).
 
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
+use bytes::Bytes;
+
 use super::auth::{AuthConfig, AUTH_KEYS};
+use super::body_args::{self, BodyKind, Lookup};
 use super::{Flow, Plugin};
 use crate::config::fields::{Errors, Fields};
 use crate::config::yaml::Node;
@@ -12,6 +16,7 @@ use crate::consumers::Authenticated;
 use crate::error::GatewayError;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::forwarding::{fold_header_name, header_spellings};
+use crate::proxy::request_body;
 
 /// Kong's name for the plugin.
 pub const NAME: &str = "key-auth";
@@ -25,6 +30,8 @@ pub struct Config {
     pub key_in_header: bool,
     /// Look in the query string (default true).
     pub key_in_query: bool,
+    /// Look in form, JSON and multipart bodies (default false).
+    pub key_in_body: bool,
     /// Remove the key before the request goes upstream (default false).
     pub hide_credentials: bool,
     /// anonymous, run_on_preflight, realm.
@@ -37,6 +44,7 @@ pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Conf
         key_names: vec!["apikey".to_string()],
         key_in_header: true,
         key_in_query: true,
+        key_in_body: false,
         hide_credentials: false,
         auth: AuthConfig {
             run_on_preflight: true,
@@ -81,13 +89,7 @@ pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Conf
     }
     config.key_in_header = fields.bool("key_in_header", true, errs);
     config.key_in_query = fields.bool("key_in_query", true, errs);
-    if fields.bool("key_in_body", false, errs) {
-        errs.push(
-            &fields.path_of("key_in_body"),
-            fields.line_of("key_in_body"),
-            "key_in_body is not supported by this gateway yet",
-        );
-    }
+    config.key_in_body = fields.bool("key_in_body", false, errs);
     config.hide_credentials = fields.bool("hide_credentials", false, errs);
     config.auth = AuthConfig::decode(&fields, errs);
     (errs.list.len() == before).then_some(config)
@@ -102,6 +104,7 @@ pub struct KeyAuth {
 enum Found {
     Header(String),
     Query(String),
+    Body(String, BodyKind, Bytes),
 }
 
 /// Why no single key could be taken from the request.
@@ -138,9 +141,26 @@ impl KeyAuth {
             .collect()
     }
 
-    fn find_key(&self, req: &RequestHeader) -> Result<(String, Found), Missing> {
-        let query = req.uri.query().unwrap_or("");
+    /// Looks for the key: for each name, in the headers, the query string, then the
+    /// body. Reads the body only when a name is found nowhere else.
+    async fn find_key(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Result<(String, Found), Missing>, GatewayError> {
+        let body_kind = if self.config.key_in_body {
+            BodyKind::of(
+                session
+                    .req_header()
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+            )
+        } else {
+            None
+        };
         for name in &self.config.key_names {
+            let req = session.req_header();
             if self.config.key_in_header {
                 let values = Self::header_values(req, name);
                 match values.as_slice() {
@@ -149,26 +169,39 @@ impl KeyAuth {
                         // A present header is the key, even when empty (as in Kong).
                         let key = String::from_utf8_lossy(one).trim().to_string();
                         if key.is_empty() {
-                            return Err(Missing::None);
+                            return Ok(Err(Missing::None));
                         }
-                        return Ok((key, Found::Header(name.clone())));
+                        return Ok(Ok((key, Found::Header(name.clone()))));
                     }
-                    _ => return Err(Missing::Duplicate),
+                    _ => return Ok(Err(Missing::Duplicate)),
                 }
             }
             if self.config.key_in_query {
-                let values = Self::query_values(query, name);
+                let values = Self::query_values(req.uri.query().unwrap_or(""), name);
                 match values.as_slice() {
                     [] => {}
                     [one] if !one.is_empty() => {
-                        return Ok((one.clone(), Found::Query(name.clone())))
+                        return Ok(Ok((one.clone(), Found::Query(name.clone()))))
                     }
                     [_] => {}
-                    _ => return Err(Missing::Duplicate),
+                    _ => return Ok(Err(Missing::Duplicate)),
+                }
+            }
+            if let Some(kind) = &body_kind {
+                let Some(body) = request_body::read(session, ctx).await? else {
+                    continue;
+                };
+                match body_args::lookup(kind, &body, name) {
+                    Lookup::Missing => {}
+                    Lookup::One(key) if key.is_empty() => return Ok(Err(Missing::None)),
+                    Lookup::One(key) => {
+                        return Ok(Ok((key, Found::Body(name.clone(), kind.clone(), body))))
+                    }
+                    Lookup::Duplicate => return Ok(Err(Missing::Duplicate)),
                 }
             }
         }
-        Err(Missing::None)
+        Ok(Err(Missing::None))
     }
 
     fn refusal(&self, message: &str) -> GatewayError {
@@ -210,7 +243,7 @@ impl Plugin for KeyAuth {
         if self.config.auth.skip(session, ctx) {
             return Ok(Flow::Continue);
         }
-        let found = self.find_key(session.req_header());
+        let found = self.find_key(session, ctx).await?;
         let (key, place) = match found {
             Ok(found) => found,
             Err(Missing::None) => {
@@ -231,6 +264,9 @@ impl Plugin for KeyAuth {
         if self.config.hide_credentials {
             match place {
                 Found::Header(name) => ctx.hidden_headers.push(name),
+                Found::Body(name, kind, body) => {
+                    ctx.body_replacement = body_args::remove(&kind, &body, &name);
+                }
                 Found::Query(name) => {
                     if let Some(uri) = &ctx.upstream_uri {
                         if let Some((path, query)) = uri.split_once('?') {

@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod body_args;
 pub mod chain;
 pub mod correlation_id;
 pub mod jwt;

@@ -42,6 +42,11 @@ pub struct RequestCtx {
     /// Credential headers an authentication plugin removes before the request goes
     /// upstream (`hide_credentials`).
     pub hidden_headers: Vec<String>,
+    /// The request body, once a plugin has read it.
+    pub request_body: super::request_body::BodyState,
+    /// A body to send upstream instead of the one the client sent (a plugin removed a
+    /// credential from it).
+    pub body_replacement: Option<bytes::Bytes>,
     /// The plugins this request runs, in order: the route's chain, switched to the
     /// consumer's once authentication identifies one.
     pub chain: Vec<std::sync::Arc<dyn crate::plugins::Plugin>>,
@@ -69,6 +74,8 @@ impl RequestCtx {
             auth: None,
             consumer_groups: None,
             hidden_headers: Vec::new(),
+            request_body: Default::default(),
+            body_replacement: None,
             chain: Vec::new(),
             _inflight: None,
         }

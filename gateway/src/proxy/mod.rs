@@ -5,6 +5,7 @@
 
 pub mod ctx;
 pub mod forwarding;
+pub mod request_body;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -253,6 +254,14 @@ impl ProxyHttp for GatewayProxy {
         match self.route(session, ctx).await {
             Ok(()) => Ok(false),
             Err(err) => {
+                if matches!(
+                    err,
+                    GatewayError::PayloadTooLarge | GatewayError::RequestTimeout
+                ) {
+                    // Part of the body is still unread: this connection cannot carry
+                    // another request.
+                    session.set_keepalive(None);
+                }
                 self.respond(session, ctx, &err).await;
                 ctx.failure = Some(err);
                 Ok(true)
@@ -423,7 +432,32 @@ impl ProxyHttp for GatewayProxy {
         for plugin in &ctx.chain {
             plugin.upstream_request(ctx, upstream);
         }
+        if matches!(ctx.request_body, request_body::BodyState::Buffered(_)) {
+            // The gateway already answered `Expect: 100-continue` and holds the body.
+            upstream.remove_header("expect");
+        }
+        if let Some(body) = &ctx.body_replacement {
+            if upstream.headers.contains_key(http::header::CONTENT_LENGTH) {
+                set(upstream, "content-length", &body.len().to_string())?;
+            }
+        }
         ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        // A buffered body arrives here whole, once per upstream attempt.
+        if let (Some(replacement), Some(data)) = (&ctx.body_replacement, body.as_mut()) {
+            if !data.is_empty() {
+                *data = replacement.clone();
+            }
+        }
         Ok(())
     }
 
