@@ -1,1 +1,4 @@
-//! Shared helpers for the benchmarks (the load harness lands with the benchmark issues).
+//! Shared helpers for the benchmarks: the closed-loop load generator the load
+//! harness (`cargo run --release -p benches --bin load`) drives the gateway with.
+
+pub mod load;

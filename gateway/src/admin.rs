@@ -36,6 +36,7 @@ impl AdminApp {
                 "total_requests": stats.requests_total.load(Ordering::Relaxed),
             },
             "configuration_hash": runtime.config.hash,
+            "rate_limiting": self.gateway.shared.rate_limits.stats_json(),
             "entities": {
                 "services": runtime.config.services.len(),
                 "routes": runtime.config.routes.len(),

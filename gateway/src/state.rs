@@ -37,12 +37,14 @@ pub struct Runtime {
 
 impl Runtime {
     /// Compiles a validated config. Runs at start-up and on every reload.
-    pub fn new(config: Config) -> Runtime {
+    ///
+    /// Plugins keep their cross-reload state (counters, Redis links) in `shared`.
+    pub fn new(config: Config, shared: &plugins::Shared) -> Runtime {
         let router = Router::build(&config);
         let built: Vec<Arc<dyn Plugin>> = config
             .plugins
             .iter()
-            .map(|p| plugins::build(&p.config))
+            .map(|p| plugins::build(p, &config, shared))
             .collect();
         let chains = (0..config.routes.len())
             .map(|i| plugins::chain::for_route(&config, i, None, &built))
@@ -119,6 +121,8 @@ pub struct Gateway {
     pub started: Instant,
     /// The config file, re-read on reload.
     pub conf_path: PathBuf,
+    /// Plugin state that outlives a config (rate-limit counters, Redis links).
+    pub shared: plugins::Shared,
     dns: Mutex<HashMap<String, (Vec<IpAddr>, Instant)>>,
 }
 
@@ -136,8 +140,10 @@ impl Gateway {
             &config.certificates,
             default_cert.clone(),
         )));
+        let shared = plugins::Shared::default();
         Gateway {
-            runtime: ArcSwap::from_pointee(Runtime::new(config)),
+            runtime: ArcSwap::from_pointee(Runtime::new(config, &shared)),
+            shared,
             certs,
             default_cert,
             stats: Arc::new(Stats::default()),
@@ -159,7 +165,8 @@ impl Gateway {
             &config.certificates,
             self.default_cert.clone(),
         ));
-        self.runtime.store(Arc::new(Runtime::new(config)));
+        self.runtime
+            .store(Arc::new(Runtime::new(config, &self.shared)));
         Ok(hash)
     }
 

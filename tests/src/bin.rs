@@ -25,12 +25,16 @@ pub fn path(name: &str) -> PathBuf {
         None => {
             let exe = std::env::current_exe()
                 .unwrap_or_else(|e| panic!("cannot find the test executable: {e}"));
-            // target/<profile>/deps/<test> -> target/<profile>
-            let profile_dir = exe
+            // target/<profile>/deps/<test> or target/<profile>/<bin> -> target/<profile>
+            let parent = exe
                 .parent()
-                .and_then(Path::parent)
-                .unwrap_or_else(|| panic!("unexpected test executable path {}", exe.display()))
-                .to_path_buf();
+                .unwrap_or_else(|| panic!("unexpected executable path {}", exe.display()));
+            let profile_dir = if parent.file_name().is_some_and(|n| n == "deps") {
+                parent.parent().unwrap_or(parent)
+            } else {
+                parent
+            }
+            .to_path_buf();
             build(name, &profile_dir);
             profile_dir.join(name)
         }

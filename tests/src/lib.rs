@@ -10,6 +10,7 @@ pub mod engine;
 pub mod gateway;
 pub mod pg;
 pub mod pki;
+pub mod redis;
 pub mod upstream;
 
 /// Returns a TCP port on 127.0.0.1 that was free when asked.

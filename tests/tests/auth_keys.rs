@@ -501,18 +501,28 @@ async fn key_in_body_form_json_and_multipart() {
         assert_eq!(resp.status(), 401, "{ct} {payload:?}");
         assert_eq!(body(resp).await["message"], message, "{ct} {payload:?}");
     }
-    // A header key still wins over the body, and the body then goes up untouched.
+    // A header key wins over the body; with hide_credentials the body's copy of the
+    // name is removed too (as Kong clears header, query and body alike).
     let resp = c
         .post(format!("{base}/body"))
+        .header("apikey", "carol-secret-key")
+        .header("content-type", form)
+        .body("apikey=alice-secret-key&x=1")
+        .send()
+        .await
+        .unwrap();
+    let b = body(resp).await;
+    assert_eq!(b["headers"]["x-consumer-username"], "carol");
+    assert_eq!(b["body"], "x=1");
+    let resp = c
+        .post(format!("{base}/body-kept"))
         .header("apikey", "carol-secret-key")
         .header("content-type", form)
         .body("apikey=alice-secret-key")
         .send()
         .await
         .unwrap();
-    let b = body(resp).await;
-    assert_eq!(b["headers"]["x-consumer-username"], "carol");
-    assert_eq!(b["body"], "apikey=alice-secret-key");
+    assert_eq!(body(resp).await["body"], "apikey=alice-secret-key");
 
     // A body larger than the gateway inspects, with a declared length, streams up
     // uninspected: the key must then come from elsewhere.
@@ -547,6 +557,22 @@ Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{payload}\r\n0\r\n\r\n",
     .await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains(r#""body":"z=9""#), "{text}");
+    // A chunked body that was only the key goes up empty, framed by its length, and
+    // nothing stray is left on the upstream connection for the next request.
+    for _ in 0..3 {
+        let text = e2e::raw_exchange(
+            gw.http_port,
+            chunked("apikey=alice-secret-key")
+                .replace("Host: x\r\n", "Host: x\r\nConnection: close\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains(r#""body":"""#), "{text}");
+        assert!(text.contains(r#""content-length":"0""#), "{text}");
+        let resp = c.get(format!("{base}/open")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
     let text = e2e::raw_exchange(gw.http_port, chunked(&big).as_bytes()).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("Payload too large"), "{text}");

@@ -275,15 +275,14 @@ fn legacy_formats_migrate_regex_paths() {
 
 #[test]
 fn unsupported_entities_and_plugins_are_refused_by_name() {
-    let errs = errors(
-        "_format_version: \"3.0\"\nupstreams:\n- name: u\nplugins:\n- name: rate-limiting\n",
-    );
+    let errs =
+        errors("_format_version: \"3.0\"\nupstreams:\n- name: u\nplugins:\n- name: proxy-cache\n");
     has(&errs, "upstreams", 2, "not supported by this gateway yet");
     has(
         &errs,
         "plugins[0].name",
         5,
-        "plugin 'rate-limiting' is not available in this gateway yet",
+        "plugin 'proxy-cache' is not available in this gateway yet",
     );
 }
 
@@ -344,4 +343,105 @@ fn authentication_plugins_are_checked_against_consumers() {
         9,
         "at least one of these fields must be non-empty",
     );
+}
+
+fn rate_limiting(config: &str) -> Vec<FieldError> {
+    errors(&format!(
+        "_format_version: \"3.0\"\nplugins:\n- name: rate-limiting\n  config:\n{config}"
+    ))
+}
+
+#[test]
+fn rate_limiting_config_is_checked_as_kong_checks_it() {
+    has(
+        &rate_limiting("    policy: local\n"),
+        "plugins[0].config",
+        5,
+        "at least one of these fields must be non-empty",
+    );
+    has(
+        &rate_limiting("    minute: 10\n    hour: 5\n"),
+        "plugins[0].config.hour",
+        6,
+        "The limit for hour(5.0) cannot be lower than the limit for minute(10.0)",
+    );
+    has(
+        &rate_limiting("    minute: 0\n"),
+        "plugins[0].config.minute",
+        5,
+        "greater than 0",
+    );
+    has(
+        &rate_limiting("    minute: 1.5\n"),
+        "plugins[0].config.minute",
+        5,
+        "whole number",
+    );
+    has(
+        &rate_limiting("    minute: 5\n    policy: cluster\n"),
+        "plugins[0].config.policy",
+        6,
+        "DB-less",
+    );
+    has(
+        &rate_limiting("    minute: 5\n    policy: redis\n"),
+        "plugins[0].config.redis.host",
+        6,
+        "required field missing",
+    );
+    has(
+        &rate_limiting("    minute: 5\n    sync_rate: 1\n"),
+        "plugins[0].config.sync_rate",
+        6,
+        "sync_rate can only be used with the redis policy",
+    );
+    has(
+        &rate_limiting("    minute: 5\n    limit_by: header\n"),
+        "plugins[0].config.header_name",
+        6,
+        "required field missing",
+    );
+    has(
+        &rate_limiting(
+            "    minute: 5\n    policy: redis\n    redis:\n      host: r\n      pasword: x\n",
+        ),
+        "plugins[0].config.redis.pasword",
+        9,
+        "unknown field",
+    );
+}
+
+#[test]
+fn rate_limiting_reads_nested_and_flat_redis_settings() {
+    use crate::plugins::rate_limiting::config::Policy;
+    use crate::plugins::PluginConfig;
+    let redis_of = |text: &str| {
+        let c = ok(&format!(
+            "_format_version: \"3.0\"\nplugins:\n- name: rate-limiting\n  config:\n    minute: 5\n    policy: redis\n{text}"
+        ));
+        match &c.plugins[0].config {
+            PluginConfig::RateLimiting(rl) => match &rl.policy {
+                Policy::Redis(s) => s.clone(),
+                Policy::Local => panic!("not redis"),
+            },
+            other => panic!("{other:?}"),
+        }
+    };
+    let nested = redis_of(
+        "    redis:\n      host: cache\n      port: 6380\n      password: hunter2\n      database: 3\n      timeout: 150\n",
+    );
+    assert_eq!(
+        (nested.host.as_str(), nested.port, nested.database),
+        ("cache", 6380, 3)
+    );
+    assert_eq!(nested.timeout_ms, 150);
+    assert_eq!(nested.password.as_deref(), Some("hunter2"));
+    assert!(!format!("{nested:?}").contains("hunter2"));
+    let flat = redis_of(
+        "    redis_host: cache\n    redis_port: 6381\n    redis_username: u\n    redis_ssl: true\n",
+    );
+    assert_eq!((flat.host.as_str(), flat.port), ("cache", 6381));
+    assert_eq!(flat.username.as_deref(), Some("u"));
+    assert!(flat.ssl && !flat.ssl_verify);
+    assert_eq!(flat.timeout_ms, 2000);
 }

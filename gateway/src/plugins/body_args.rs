@@ -15,7 +15,7 @@ use super::auth::decode_query_component;
 pub enum BodyKind {
     /// `application/x-www-form-urlencoded`.
     Form,
-    /// `application/json` (any content type containing it, as in Kong).
+    /// `application/json` (and types starting with it, as in Kong).
     Json,
     /// `multipart/form-data` with its boundary.
     Multipart(String),
@@ -24,12 +24,13 @@ pub enum BodyKind {
 impl BodyKind {
     /// Classifies a `Content-Type` value; `None` for bodies without arguments.
     pub fn of(content_type: Option<&str>) -> Option<BodyKind> {
-        let ct = content_type?.to_ascii_lowercase();
-        if ct.contains("application/x-www-form-urlencoded") {
+        // Kong's `kong.request.get_body`: the type must start the header value.
+        let ct = content_type?.trim_start().to_ascii_lowercase();
+        if ct.starts_with("application/x-www-form-urlencoded") {
             Some(BodyKind::Form)
-        } else if ct.contains("application/json") {
+        } else if ct.starts_with("application/json") {
             Some(BodyKind::Json)
-        } else if ct.contains("multipart/form-data") {
+        } else if ct.starts_with("multipart/form-data") {
             boundary(content_type?).map(BodyKind::Multipart)
         } else {
             None
@@ -67,8 +68,8 @@ pub fn lookup(kind: &BodyKind, body: &[u8], name: &str) -> Lookup {
         BodyKind::Multipart(b) => from_values(
             multipart_parts(body, b)
                 .into_iter()
-                .filter(|p| p.name.as_deref() == Some(name) && !p.is_file)
-                .map(|p| String::from_utf8_lossy(p.value).into_owned())
+                .filter(|p| p.name.as_deref() == Some(name))
+                .map(|p| Some(String::from_utf8_lossy(p.value).into_owned()))
                 .collect(),
         ),
         BodyKind::Json => match serde_json::from_slice::<serde_json::Value>(body) {
@@ -84,21 +85,25 @@ pub fn lookup(kind: &BodyKind, body: &[u8], name: &str) -> Lookup {
     }
 }
 
-fn from_values(mut values: Vec<String>) -> Lookup {
+/// One value is the key; a name without a value (`apikey&…`) is Kong's `true`, not
+/// a string, and repeated names are a duplicate.
+fn from_values(mut values: Vec<Option<String>>) -> Lookup {
     match values.len() {
         0 => Lookup::Missing,
-        1 => Lookup::One(values.remove(0)),
+        1 => values.remove(0).map_or(Lookup::Missing, Lookup::One),
         _ => Lookup::Duplicate,
     }
 }
 
-fn form_values(body: &[u8], name: &str) -> Vec<String> {
+fn form_values(body: &[u8], name: &str) -> Vec<Option<String>> {
     let text = String::from_utf8_lossy(body);
     text.split('&')
         .filter(|pair| !pair.is_empty())
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode_query_component(k) == name).then(|| decode_query_component(v))
+        .filter_map(|pair| match pair.split_once('=') {
+            Some((k, v)) => {
+                (decode_query_component(k) == name).then(|| Some(decode_query_component(v)))
+            }
+            None => (decode_query_component(pair) == name).then_some(None),
         })
         .collect()
 }
@@ -119,16 +124,12 @@ pub fn remove(kind: &BodyKind, body: &[u8], name: &str) -> Option<Bytes> {
                 .collect();
             removed.then(|| Bytes::from(kept.join(&b'&')))
         }
-        BodyKind::Json => {
-            let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
-            value.as_object_mut()?.remove(name)?;
-            serde_json::to_vec(&value).ok().map(Bytes::from)
-        }
+        BodyKind::Json => remove_json_member(body, name),
         BodyKind::Multipart(b) => {
             let parts = multipart_parts(body, b);
             let drop: Vec<_> = parts
                 .iter()
-                .filter(|p| p.name.as_deref() == Some(name) && !p.is_file)
+                .filter(|p| p.name.as_deref() == Some(name))
                 .map(|p| p.span.clone())
                 .collect();
             if drop.is_empty() {
@@ -146,12 +147,97 @@ pub fn remove(kind: &BodyKind, body: &[u8], name: &str) -> Option<Bytes> {
     }
 }
 
+/// Removes every top-level member `name` from a JSON object, keeping every other
+/// byte (number spellings, order, spacing) as the client sent it. `None` when the
+/// body is not a JSON object or has no such member.
+fn remove_json_member(body: &[u8], name: &str) -> Option<Bytes> {
+    // Only well-formed objects are edited.
+    let parsed: serde_json::Value = serde_json::from_slice(body).ok()?;
+    parsed.as_object()?.get(name)?;
+    let members = json_members(body)?;
+    let drop: Vec<&JsonMember> = members.iter().filter(|m| m.key == name).collect();
+    if drop.is_empty() {
+        return None;
+    }
+    let keep: Vec<&JsonMember> = members.iter().filter(|m| m.key != name).collect();
+    let open = members.first().map_or(0, |m| m.span.start);
+    let close = members.last().map_or(body.len(), |m| m.span.end);
+    let mut out = Vec::with_capacity(body.len());
+    out.extend_from_slice(&body[..open]);
+    for (i, m) in keep.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&body[m.span.clone()]);
+    }
+    out.extend_from_slice(&body[close..]);
+    Some(Bytes::from(out))
+}
+
+/// A top-level member of a JSON object: its decoded key and its bytes (from the
+/// key's first byte, leading whitespace included, to the end of the value).
+struct JsonMember {
+    key: String,
+    span: std::ops::Range<usize>,
+}
+
+/// Splits a JSON object (already known to parse) into its top-level members.
+fn json_members(body: &[u8]) -> Option<Vec<JsonMember>> {
+    let open = body.iter().position(|b| *b == b'{')?;
+    let mut members = Vec::new();
+    let mut i = open + 1;
+    let mut start = i;
+    let mut depth = 0usize;
+    let mut key: Option<String> = None;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                let end = string_end(body, i)?;
+                if depth == 0 && key.is_none() {
+                    key = serde_json::from_slice::<String>(&body[i..=end]).ok();
+                }
+                i = end;
+            }
+            b'{' | b'[' => depth += 1,
+            b']' => depth = depth.saturating_sub(1),
+            b'}' if depth > 0 => depth -= 1,
+            b',' | b'}' if depth == 0 => {
+                // Trailing whitespace before the separator stays with the member.
+                if let Some(k) = key.take() {
+                    members.push(JsonMember {
+                        key: k,
+                        span: start..i,
+                    });
+                }
+                if body[i] == b'}' {
+                    return Some(members);
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Index of the quote closing the JSON string that opens at `open`.
+fn string_end(body: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    while i < body.len() {
+        match body[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 /// One part of a multipart body.
 struct Part<'a> {
     /// `name` from its Content-Disposition.
     name: Option<String>,
-    /// Whether it has a `filename` (an upload, not a field).
-    is_file: bool,
     /// Its content, without the CRLF before the next delimiter.
     value: &'a [u8],
     /// The bytes to cut to remove it: from its delimiter line to the next one.
@@ -167,8 +253,15 @@ fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Vec<Part<'a>> {
     let mut i = 0;
     while let Some(off) = find(&body[i..], delim) {
         let at = i + off;
-        // A delimiter starts the body or follows a CRLF.
-        if at == 0 || body[..at].ends_with(b"\r\n") {
+        // A delimiter starts the body or follows a CRLF, and ends its line (after
+        // optional transport padding) or closes the body with `--`.
+        let rest = &body[at + delim.len()..];
+        let line_ends = rest.starts_with(b"--")
+            || rest
+                .iter()
+                .position(|b| *b != b' ' && *b != b'\t')
+                .is_some_and(|p| rest[p..].starts_with(b"\r\n"));
+        if (at == 0 || body[..at].ends_with(b"\r\n")) && line_ends {
             starts.push(at);
         }
         i = at + delim.len();
@@ -186,10 +279,9 @@ fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Vec<Part<'a>> {
         let head = &body[after..after + head_len];
         let value_start = after + head_len + 4;
         let value_end = next.saturating_sub(2).max(value_start);
-        let (name, is_file) = disposition(head);
+        let name = disposition_name(head);
         parts.push(Part {
             name,
-            is_file,
             value: &body[value_start..value_end],
             span: start..next,
         });
@@ -197,32 +289,39 @@ fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Vec<Part<'a>> {
     parts
 }
 
-/// `name` and whether `filename` is present, from a part's headers.
-fn disposition(head: &[u8]) -> (Option<String>, bool) {
+/// The `name` parameter of a part's Content-Disposition (quotes respected, so a
+/// `;` inside a quoted value does not start a parameter).
+fn disposition_name(head: &[u8]) -> Option<String> {
     let head = String::from_utf8_lossy(head);
-    for line in head.split("\r\n") {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        if !k.trim().eq_ignore_ascii_case("content-disposition") {
-            continue;
-        }
-        let mut name = None;
-        let mut is_file = false;
-        for param in v.split(';').skip(1) {
-            let Some((pk, pv)) = param.split_once('=') else {
-                continue;
-            };
-            let pv = pv.trim().trim_matches('"').to_string();
-            match pk.trim().to_ascii_lowercase().as_str() {
-                "name" => name = Some(pv),
-                "filename" | "filename*" => is_file = true,
-                _ => {}
+    let line = head.split("\r\n").find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-disposition")
+            .then_some(v)
+    })?;
+    let mut params = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    current.push(n);
+                }
             }
+            ';' if !quoted => params.push(std::mem::take(&mut current)),
+            c => current.push(c),
         }
-        return (name, is_file);
     }
-    (None, false)
+    params.push(current);
+    params.iter().skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("name")
+            .then(|| v.trim().to_string())
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -258,6 +357,7 @@ Content-Type: text/plain\r\n\r\nfile\r\nbody\r\n--XyZ--\r\n"
             Some(BodyKind::Multipart("XyZ".into()))
         );
         assert_eq!(BodyKind::of(Some("multipart/form-data")), None);
+        assert_eq!(BodyKind::of(Some("text/x; application/json")), None);
         assert_eq!(BodyKind::of(Some("text/plain")), None);
         assert_eq!(BodyKind::of(None), None);
     }
@@ -305,6 +405,26 @@ Content-Type: text/plain\r\n\r\nfile\r\nbody\r\n--XyZ--\r\n"
             remove(&BodyKind::Json, body, "apikey").as_deref(),
             Some(&br#"{"n":1}"#[..])
         );
+        // Everything else is kept byte for byte: order, spacing, number spellings.
+        let body =
+            br#" { "z": 12345678901234567890123, "apikey" : "k" , "a": {"apikey":[1,"}"]} } "#;
+        assert_eq!(
+            remove(&BodyKind::Json, body, "apikey").as_deref(),
+            Some(&br#" { "z": 12345678901234567890123, "a": {"apikey":[1,"}"]} } "#[..])
+        );
+        assert_eq!(
+            remove(&BodyKind::Json, br#"{"apikey":"k"}"#, "apikey").as_deref(),
+            Some(&b"{}"[..])
+        );
+        assert_eq!(
+            remove(
+                &BodyKind::Json,
+                br#"{"a\"pikey":1,"apikey":"\"}"}"#,
+                "apikey"
+            )
+            .as_deref(),
+            Some(&br#"{"a\"pikey":1}"#[..])
+        );
     }
 
     #[test]
@@ -312,7 +432,18 @@ Content-Type: text/plain\r\n\r\nfile\r\nbody\r\n--XyZ--\r\n"
         let kind = BodyKind::of(Some(MP)).unwrap();
         let body = mp_body();
         assert_eq!(lookup(&kind, &body, "apikey"), Lookup::One("secret".into()));
-        assert_eq!(lookup(&kind, &body, "f"), Lookup::Missing);
+        // File parts are arguments too, as Kong's multipart parser returns them.
+        assert_eq!(
+            lookup(&kind, &body, "f"),
+            Lookup::One("file\r\nbody".into())
+        );
+        // A quoted `;` does not start a parameter; a longer line is not a boundary.
+        let tricky = b"--XyZ\r\nContent-Disposition: form-data; name=\"x;name=apikey\"\r\n\r\n--XyZabc\r\n--XyZ--\r\n";
+        assert_eq!(lookup(&kind, tricky, "apikey"), Lookup::Missing);
+        assert_eq!(
+            lookup(&kind, tricky, "x;name=apikey"),
+            Lookup::One("--XyZabc".into())
+        );
         let rest = remove(&kind, &body, "apikey").unwrap();
         let rest = String::from_utf8(rest.to_vec()).unwrap();
         assert!(!rest.contains("secret"));

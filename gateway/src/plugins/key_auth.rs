@@ -5,8 +5,6 @@ use async_trait::async_trait;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
-use bytes::Bytes;
-
 use super::auth::{AuthConfig, AUTH_KEYS};
 use super::body_args::{self, BodyKind, Lookup};
 use super::{Flow, Plugin};
@@ -104,7 +102,15 @@ pub struct KeyAuth {
 enum Found {
     Header(String),
     Query(String),
-    Body(String, BodyKind, Bytes),
+    Body(String),
+}
+
+impl Found {
+    fn name(&self) -> &str {
+        match self {
+            Found::Header(n) | Found::Query(n) | Found::Body(n) => n,
+        }
+    }
 }
 
 /// Why no single key could be taken from the request.
@@ -141,6 +147,50 @@ impl KeyAuth {
             .collect()
     }
 
+    /// The body encoding to look in, when `key_in_body` is on and the body has one.
+    fn body_kind(&self, session: &Session) -> Option<BodyKind> {
+        if !self.config.key_in_body {
+            return None;
+        }
+        BodyKind::of(
+            session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        )
+    }
+
+    /// Removes argument `name` from what goes upstream: the header (every spelling),
+    /// the query string, and the body when `key_in_body` is on.
+    async fn hide(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        name: &str,
+    ) -> Result<(), GatewayError> {
+        ctx.hidden_headers.push(name.to_string());
+        if let Some(uri) = &ctx.upstream_uri {
+            if let Some((path, query)) = uri.split_once('?') {
+                let rest = strip_query_arg(query, name);
+                ctx.upstream_uri = Some(if rest.is_empty() {
+                    path.to_string()
+                } else {
+                    format!("{path}?{rest}")
+                });
+            }
+        }
+        if let Some(kind) = self.body_kind(session) {
+            if let Some(body) = request_body::read(session, ctx).await? {
+                let current = ctx.body_replacement.clone().unwrap_or(body);
+                if let Some(rest) = body_args::remove(&kind, &current, name) {
+                    ctx.body_replacement = Some(rest);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Looks for the key: for each name, in the headers, the query string, then the
     /// body. Reads the body only when a name is found nowhere else.
     async fn find_key(
@@ -148,17 +198,7 @@ impl KeyAuth {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Result<(String, Found), Missing>, GatewayError> {
-        let body_kind = if self.config.key_in_body {
-            BodyKind::of(
-                session
-                    .req_header()
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok()),
-            )
-        } else {
-            None
-        };
+        let body_kind = self.body_kind(session);
         for name in &self.config.key_names {
             let req = session.req_header();
             if self.config.key_in_header {
@@ -194,9 +234,7 @@ impl KeyAuth {
                 match body_args::lookup(kind, &body, name) {
                     Lookup::Missing => {}
                     Lookup::One(key) if key.is_empty() => return Ok(Err(Missing::None)),
-                    Lookup::One(key) => {
-                        return Ok(Ok((key, Found::Body(name.clone(), kind.clone(), body))))
-                    }
+                    Lookup::One(key) => return Ok(Ok((key, Found::Body(name.clone())))),
                     Lookup::Duplicate => return Ok(Err(Missing::Duplicate)),
                 }
             }
@@ -262,24 +300,9 @@ impl Plugin for KeyAuth {
         // Hidden as soon as it is found, valid or not: a mistyped key must not reach
         // the upstream either (it may still go on as the anonymous consumer).
         if self.config.hide_credentials {
-            match place {
-                Found::Header(name) => ctx.hidden_headers.push(name),
-                Found::Body(name, kind, body) => {
-                    ctx.body_replacement = body_args::remove(&kind, &body, &name);
-                }
-                Found::Query(name) => {
-                    if let Some(uri) = &ctx.upstream_uri {
-                        if let Some((path, query)) = uri.split_once('?') {
-                            let rest = strip_query_arg(query, &name);
-                            ctx.upstream_uri = Some(if rest.is_empty() {
-                                path.to_string()
-                            } else {
-                                format!("{path}?{rest}")
-                            });
-                        }
-                    }
-                }
-            }
+            // As Kong: the name that carried the key is cleared from the headers, the
+            // query and (with key_in_body) the body, wherever the key was found.
+            self.hide(session, ctx, place.name()).await?;
         }
         let owner = ctx
             .runtime

@@ -13,6 +13,7 @@ pub mod chain;
 pub mod correlation_id;
 pub mod jwt;
 pub mod key_auth;
+pub mod rate_limiting;
 pub mod request_termination;
 
 use async_trait::async_trait;
@@ -37,6 +38,8 @@ pub enum PluginConfig {
     Acl(acl::Config),
     /// `request-termination`.
     RequestTermination(request_termination::Config),
+    /// `rate-limiting`.
+    RateLimiting(rate_limiting::Config),
 }
 
 impl PluginConfig {
@@ -116,7 +119,6 @@ const NOT_YET_AVAILABLE: &[&str] = &[
     "pre-function",
     "prometheus",
     "proxy-cache",
-    "rate-limiting",
     "redirect",
     "request-size-limiting",
     "request-transformer",
@@ -170,6 +172,9 @@ fn decode_named(
         acl::NAME => acl::decode(config, config_path, errs).map(PluginConfig::Acl),
         request_termination::NAME => request_termination::decode(config, config_path, errs)
             .map(PluginConfig::RequestTermination),
+        rate_limiting::NAME => {
+            rate_limiting::decode(config, config_path, errs).map(PluginConfig::RateLimiting)
+        }
         other if NOT_YET_AVAILABLE.contains(&other) => {
             errs.push(
                 name_path,
@@ -191,11 +196,46 @@ fn decode_named(
     }
 }
 
-/// Builds the runtime plugin for a decoded config.
+/// State plugins keep across config reloads: rate-limit counters and Redis links.
+#[derive(Default)]
+pub struct Shared {
+    /// Rate-limiting counter stores.
+    pub rate_limits: std::sync::Arc<rate_limiting::store::Stores>,
+}
+
+/// Builds the runtime plugin for a configured instance of `config`.
 ///
 /// Runs when a config is compiled; the result is shared by every request.
-pub fn build(config: &PluginConfig) -> std::sync::Arc<dyn Plugin> {
-    match config {
+pub fn build(
+    instance: &crate::config::model::PluginInstance,
+    config: &crate::config::Config,
+    shared: &Shared,
+) -> std::sync::Arc<dyn Plugin> {
+    match &instance.config {
+        PluginConfig::RateLimiting(c) => {
+            let scope = rate_limiting::InstanceScope {
+                route: instance
+                    .scope
+                    .route
+                    .and_then(|r| config.routes.get(r))
+                    .map(|r| r.id),
+                service: instance
+                    .scope
+                    .service
+                    .and_then(|s| config.services.get(s))
+                    .map(|s| s.id),
+                consumer: instance
+                    .scope
+                    .consumer
+                    .and_then(|c| config.consumers.get(c))
+                    .map(|c| c.id),
+            };
+            std::sync::Arc::new(rate_limiting::RateLimiting::new(
+                c.clone(),
+                scope,
+                shared.rate_limits.clone(),
+            ))
+        }
         PluginConfig::CorrelationId(c) => {
             std::sync::Arc::new(correlation_id::CorrelationId::new(c.clone()))
         }

@@ -23,6 +23,8 @@ pub struct RequestCtx {
     pub stripped_prefix: Option<String>,
     /// The raw request path without the query, sent as `X-Forwarded-Path`.
     pub raw_path: String,
+    /// The normalised request path the route was matched on.
+    pub normalized_path: String,
     /// Upstream connection attempts so far.
     pub tries: u32,
     /// When the first upstream connection attempt began.
@@ -42,6 +44,8 @@ pub struct RequestCtx {
     /// Credential headers an authentication plugin removes before the request goes
     /// upstream (`hide_credentials`).
     pub hidden_headers: Vec<String>,
+    /// Headers the rate-limiting plugin adds to the response.
+    pub rate_limit_headers: Vec<(String, String)>,
     /// The request body, once a plugin has read it.
     pub request_body: super::request_body::BodyState,
     /// A body to send upstream instead of the one the client sent (a plugin removed a
@@ -65,6 +69,7 @@ impl RequestCtx {
             upstream_uri: None,
             stripped_prefix: None,
             raw_path: String::new(),
+            normalized_path: String::new(),
             tries: 0,
             proxy_started: None,
             upstream_sent: None,
@@ -74,6 +79,7 @@ impl RequestCtx {
             auth: None,
             consumer_groups: None,
             hidden_headers: Vec::new(),
+            rate_limit_headers: Vec::new(),
             request_body: Default::default(),
             body_replacement: None,
             chain: Vec::new(),

@@ -78,6 +78,7 @@ impl GatewayProxy {
         };
         let path = normalize::normalize_path(&raw_path).map_err(|_| GatewayError::BadRequest)?;
         ctx.raw_path = raw_path;
+        ctx.normalized_path = path.clone();
         if req.method.as_str() == "TRACE" {
             return Err(GatewayError::MethodNotAllowed);
         }
@@ -256,10 +257,12 @@ impl ProxyHttp for GatewayProxy {
             Err(err) => {
                 if matches!(
                     err,
-                    GatewayError::PayloadTooLarge | GatewayError::RequestTimeout
+                    GatewayError::PayloadTooLarge
+                        | GatewayError::RequestTimeout
+                        | GatewayError::BadRequest
                 ) {
-                    // Part of the body is still unread: this connection cannot carry
-                    // another request.
+                    // Part of the body may still be unread, or unreadable: this
+                    // connection cannot carry another request (nginx closes too).
                     session.set_keepalive(None);
                 }
                 self.respond(session, ctx, &err).await;
@@ -437,9 +440,10 @@ impl ProxyHttp for GatewayProxy {
             upstream.remove_header("expect");
         }
         if let Some(body) = &ctx.body_replacement {
-            if upstream.headers.contains_key(http::header::CONTENT_LENGTH) {
-                set(upstream, "content-length", &body.len().to_string())?;
-            }
+            // The whole body is known: send it with its length, whatever framing the
+            // client used.
+            upstream.remove_header("transfer-encoding");
+            set(upstream, "content-length", &body.len().to_string())?;
         }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
@@ -452,10 +456,11 @@ impl ProxyHttp for GatewayProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
-        // A buffered body arrives here whole, once per upstream attempt.
-        if let (Some(replacement), Some(data)) = (&ctx.body_replacement, body.as_mut()) {
-            if !data.is_empty() {
-                *data = replacement.clone();
+        // A buffered body arrives here whole, once per upstream attempt. An empty
+        // replacement is sent as no data at all: an empty chunk would end the body.
+        if let Some(replacement) = &ctx.body_replacement {
+            if body.as_ref().is_some_and(|d| !d.is_empty()) {
+                *body = (!replacement.is_empty()).then(|| replacement.clone());
             }
         }
         Ok(())
