@@ -1,5 +1,5 @@
-//! The admin listener (localhost by default): `GET /status` now; metrics, config and
-//! cache purge endpoints join it in later work.
+//! The admin listener (localhost by default): `GET /status`, and the proxy-cache's
+//! `GET`/`DELETE /proxy-cache/{key}` and `DELETE /proxy-cache` (Kong §6.4).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,7 +36,8 @@ impl AdminApp {
                 "total_requests": stats.requests_total.load(Ordering::Relaxed),
             },
             "configuration_hash": runtime.config.hash,
-            "rate_limiting": self.gateway.shared.rate_limits.stats_json(),
+            "rate_limiting": self.gateway.shared.rate_limiting_status(),
+            "proxy_cache": crate::plugins::proxy_cache::stats_json(&self.gateway.shared.cache),
             "entities": {
                 "services": runtime.config.services.len(),
                 "routes": runtime.config.routes.len(),
@@ -48,8 +49,87 @@ impl AdminApp {
     }
 }
 
+impl AdminApp {
+    /// The Redis links of the proxy-cache instances in the live config.
+    fn cache_links(&self) -> Vec<Arc<crate::plugins::redis_link::RedisLink>> {
+        let runtime = self.gateway.runtime.load();
+        let mut links: Vec<Arc<crate::plugins::redis_link::RedisLink>> = Vec::new();
+        for p in &runtime.config.plugins {
+            if let crate::plugins::PluginConfig::ProxyCache(c) = &p.config {
+                if let crate::plugins::proxy_cache::config::Strategy::Redis(s) = &c.strategy {
+                    let link = self.gateway.shared.redis.get(s);
+                    if !links.iter().any(|l| Arc::ptr_eq(l, &link)) {
+                        links.push(link);
+                    }
+                }
+            }
+        }
+        links
+    }
+
+    /// `GET`/`DELETE /proxy-cache/{key}` and `DELETE /proxy-cache`.
+    async fn proxy_cache(&self, method: &str, key: Option<&str>) -> Response<Vec<u8>> {
+        use crate::plugins::proxy_cache::store;
+        let cache = &self.gateway.shared.cache;
+        let links = self.cache_links();
+        match (method, key) {
+            ("DELETE", None) => {
+                cache.clear_memory();
+                for link in &links {
+                    store::clear_redis(link).await;
+                }
+                reply(StatusCode::NO_CONTENT, serde_json::Value::Null)
+            }
+            ("DELETE", Some(key)) => {
+                let mut found = cache.remove_memory(key);
+                for link in &links {
+                    found |= store::delete_redis(link, key).await;
+                }
+                if found {
+                    reply(StatusCode::NO_CONTENT, serde_json::Value::Null)
+                } else {
+                    reply(StatusCode::NOT_FOUND, json!({"message": "Not found"}))
+                }
+            }
+            ("GET" | "HEAD", Some(key)) => {
+                let now = store::now_ms();
+                let mut entry = cache.get_memory(key, now).map(|e| (*e).clone());
+                for link in &links {
+                    if entry.is_none() {
+                        entry = store::get_redis(link, cache, key).await;
+                    }
+                }
+                match entry {
+                    Some(e) => reply(
+                        StatusCode::OK,
+                        json!({
+                            "key": e.key,
+                            "status": e.status,
+                            "headers": e.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect::<Vec<_>>(),
+                            "body_len": e.body.len(),
+                            "timestamp": e.stored_at_ms / 1000,
+                            "ttl": e.ttl,
+                            "storage_ttl": e.storage_ttl,
+                            "age": e.age(now),
+                        }),
+                    ),
+                    None => reply(StatusCode::NOT_FOUND, json!({"message": "Not found"})),
+                }
+            }
+            _ => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"message": "Method not allowed"}),
+            ),
+        }
+    }
+}
+
 fn reply(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
-    let body = body.to_string().into_bytes();
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
@@ -71,6 +151,12 @@ impl ServeHttp for AdminApp {
         let path = req.uri.path();
         match (req.method.as_str(), path) {
             ("GET" | "HEAD", "/status") => reply(StatusCode::OK, self.status()),
+            (method, "/proxy-cache") => self.proxy_cache(method, None).await,
+            (method, p) if p.starts_with("/proxy-cache/") => {
+                let key = p.trim_start_matches("/proxy-cache/").to_string();
+                let method = method.to_string();
+                self.proxy_cache(&method, Some(&key)).await
+            }
             (_, "/status") => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"message": "Method not allowed"}),

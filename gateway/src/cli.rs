@@ -58,6 +58,11 @@ pub struct RunArgs {
     /// Worker threads per listener (default: the number of CPUs).
     #[arg(long, env = "GATEWAY_THREADS")]
     pub threads: Option<usize>,
+    /// Size of the proxy-cache's in-memory tier, in MiB (shared by every
+    /// proxy-cache plugin; least valuable entries are evicted past it).
+    #[arg(long, env = "GATEWAY_PROXY_CACHE_MEMORY_MB", default_value_t = 128,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub proxy_cache_memory_mb: u64,
 }
 
 /// Sets up logging: `RUST_LOG` filters, `info` by default.
@@ -108,6 +113,7 @@ pub fn main() -> ExitCode {
                 threads: args
                     .threads
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                proxy_cache_memory: (args.proxy_cache_memory_mb as usize) << 20,
             };
             match server::run(&settings) {
                 Ok(()) => ExitCode::SUCCESS,

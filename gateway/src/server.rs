@@ -42,6 +42,8 @@ pub struct Settings {
     pub certs_dir: PathBuf,
     /// Worker threads per listener service.
     pub threads: usize,
+    /// Bytes the proxy-cache's memory tier may hold.
+    pub proxy_cache_memory: usize,
 }
 
 /// Counts client connections around the proxy application.
@@ -166,6 +168,7 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Server, Arc<Gateway>)> {
         config,
         settings.conf.clone(),
         Some(default_cert),
+        crate::plugins::Shared::new(settings.proxy_cache_memory),
     ));
 
     let mut conf = ServerConf::new().context("cannot build the server configuration")?;

@@ -135,12 +135,12 @@ impl Gateway {
         config: Config,
         conf_path: PathBuf,
         default_cert: Option<Arc<CertifiedKey>>,
+        shared: plugins::Shared,
     ) -> Gateway {
         let certs = Arc::new(SniResolver::new(CertTable::build(
             &config.certificates,
             default_cert.clone(),
         )));
-        let shared = plugins::Shared::default();
         Gateway {
             runtime: ArcSwap::from_pointee(Runtime::new(config, &shared)),
             shared,
@@ -165,8 +165,15 @@ impl Gateway {
             &config.certificates,
             self.default_cert.clone(),
         ));
-        self.runtime
-            .store(Arc::new(Runtime::new(config, &self.shared)));
+        let runtime = Arc::new(Runtime::new(config, &self.shared));
+        let used: Vec<_> = runtime
+            .config
+            .plugins
+            .iter()
+            .filter_map(|p| p.config.redis().cloned())
+            .collect();
+        self.runtime.store(runtime);
+        self.shared.redis.retain(&used);
         Ok(hash)
     }
 

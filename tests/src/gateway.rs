@@ -26,6 +26,11 @@ impl GatewayProcess {
     /// Waits until the admin `/status` answers and the proxy ports accept
     /// connections; panics with the gateway's log if it does not start in time.
     pub fn start(config: &str) -> GatewayProcess {
+        Self::start_with_args(config, &[])
+    }
+
+    /// Like [`GatewayProcess::start`], with extra `gateway run` flags.
+    pub fn start_with_args(config: &str, extra: &[&str]) -> GatewayProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("gateway.yaml");
         std::fs::write(&conf, config).expect("write config");
@@ -41,6 +46,7 @@ impl GatewayProcess {
             .arg("--certs-dir")
             .arg(dir.path().join("certs"))
             .args(["--threads", "1"])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -85,6 +91,23 @@ impl GatewayProcess {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the process in KiB (from /proc), 0 if unknown.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
     }
 
     /// The directory holding the config, the log and the development certificates.

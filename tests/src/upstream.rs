@@ -40,7 +40,8 @@ impl Upstream {
     /// Every request gets `200` and a JSON body `{method, uri, version, headers, body}`
     /// (header names lower-case, repeated headers joined with `, `; the request body
     /// as text). `/slow/<ms>`
-    /// waits that long first; `/status/<code>` answers with that status.
+    /// waits that long first; `/status/<code>` answers with that status; a query
+    /// argument `h_<name>=<value>` sets that response header.
     pub async fn echo() -> Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
         let app = axum::Router::new()
@@ -146,5 +147,26 @@ async fn echo_handler(State(hits): State<Arc<AtomicUsize>>, req: Request) -> Res
         "headers": headers,
         "body": String::from_utf8_lossy(&received),
     });
-    (status, Json(body)).into_response()
+    let mut resp = (status, Json(body)).into_response();
+    // `h_<name>=<value>` query arguments become response headers.
+    for pair in uri.split_once('?').map_or("", |(_, q)| q).split('&') {
+        let Some((k, v)) = pair.split_once('=') else {
+            continue;
+        };
+        let Some(name) = k.strip_prefix("h_") else {
+            continue;
+        };
+        let v = v
+            .replace("%20", " ")
+            .replace("%3B", ";")
+            .replace("%2C", ",")
+            .replace("%3D", "=");
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&v),
+        ) {
+            resp.headers_mut().insert(n, v);
+        }
+    }
+    resp
 }

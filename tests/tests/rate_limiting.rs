@@ -379,4 +379,26 @@ async fn a_redis_outage_falls_back_to_local_counting_and_recovers() {
     assert_eq!(after - before, 5);
     assert!(!redis.keys("ratelimit:*").is_empty());
     assert!(gw.log().contains("reachable again"), "{}", gw.log());
+
+    // A reload that no longer names this Redis closes the connection to it.
+    let clients = || {
+        redis
+            .command(&["CLIENT", "LIST"])
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("addr="))
+            .count()
+    };
+    assert!(clients() >= 2, "the gateway's connection and ours");
+    std::fs::write(gw.conf_path(), local_config(&up)).unwrap();
+    gw.reload();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status().await;
+        if s["rate_limiting"]["redis"].as_array().unwrap().is_empty() && clients() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "redis link not closed: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -6,12 +6,19 @@
 //! It prints each policy's throughput, their ratio, and Redis commands per request
 //! from `INFO commandstats`.
 //!
+//! `cache` starts the engine (SQLite, a few hundred events), and a release gateway
+//! with proxy-cache in front of it, then compares cache-hit throughput through the
+//! gateway with direct-to-engine throughput for the same summary query, in
+//! interleaved rounds. It then floods a second gateway (8 MiB cache) with distinct
+//! keys and reports how its resident memory grew.
+//!
 //! Options (environment): `LOAD_CONCURRENCY` (default 32), `LOAD_SECONDS` per round
 //! (default 5), `LOAD_ROUNDS` (default 3).
 
 use std::time::Duration;
 
 use benches::load::{drive, median};
+use e2e::engine::EngineProcess;
 use e2e::gateway::GatewayProcess;
 use e2e::redis::RedisServer;
 use e2e::upstream::Upstream;
@@ -126,12 +133,159 @@ async fn rate_limit() {
     );
 }
 
+fn cache_config(engine: &EngineProcess, echo: &Upstream) -> String {
+    format!(
+        r#"_format_version: "3.0"
+services:
+  - name: engine
+    url: http://127.0.0.1:{port}
+    routes:
+      - name: revenue
+        paths: [/api/v1/revenue]
+        strip_path: false
+        plugins:
+          - name: proxy-cache
+            config:
+              strategy: memory
+              cache_ttl: 3600
+              content_type: [application/json]
+              content_type_parameters: ignore
+  - name: echo
+    url: http://{echo}
+    routes:
+      - name: flood
+        paths: [/flood]
+        plugins:
+          - name: proxy-cache
+            config: {{ strategy: memory, cache_ttl: 3600 }}
+"#,
+        port = engine.port(),
+        echo = echo.addr
+    )
+}
+
+async fn cache() {
+    let concurrency = env_or("LOAD_CONCURRENCY", 32) as usize;
+    let seconds = Duration::from_secs(env_or("LOAD_SECONDS", 5));
+    let rounds = env_or("LOAD_ROUNDS", 3);
+    let engine = EngineProcess::start_sqlite();
+    let client = reqwest::Client::new();
+    for i in 0..300u32 {
+        let event = serde_json::json!({
+            "customer_id": format!("cus_{}", i % 37),
+            "product": "robot-pro-monthly",
+            "kind": if i % 10 == 0 { "refund" } else { "charge" },
+            "amount": 1000 + i,
+            "currency": "USD",
+            "occurred_at": format!("2026-01-{:02}T12:00:00Z", 1 + i % 28),
+        });
+        let resp = client
+            .post(engine.api_url("/events"))
+            .json(&event)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("seeding the engine: {e}"));
+        assert!(resp.status().is_success(), "seeding: {}", resp.status());
+    }
+    let echo = Upstream::echo().await;
+    let gw = GatewayProcess::start(&cache_config(&engine, &echo));
+    let query =
+        "/summary?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&interval=day&currency=USD";
+    let direct = engine.api_url(query);
+    let cached = format!("{}/api/v1/revenue{query}", gw.http_url());
+    println!(
+        "cache: gateway {}, {concurrency} connections, {rounds} rounds of {}s each, interleaved",
+        e2e::bin::path("gateway").display(),
+        seconds.as_secs()
+    );
+    drive(&direct, concurrency, Duration::from_secs(1)).await;
+    drive(&cached, concurrency, Duration::from_secs(1)).await;
+    let mut rps = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for (i, (name, url)) in [("engine direct", &direct), ("gateway hit", &cached)]
+            .iter()
+            .enumerate()
+        {
+            let r = drive(url, concurrency, seconds).await;
+            println!(
+                "  round {} {name:>13}: {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  non-2xx {} errors {}",
+                round + 1,
+                r.rps(),
+                r.p50.as_secs_f64() * 1e3,
+                r.p99.as_secs_f64() * 1e3,
+                r.non_2xx,
+                r.errors
+            );
+            rps[i].push(r.rps());
+        }
+    }
+    let [d, h] = rps.map(|mut v| median(&mut v));
+    println!(
+        "median req/s: engine direct {d:.0}, gateway cache hit {h:.0}; ratio hit/direct {:.2} (target >= 1.5)",
+        h / d.max(1e-9)
+    );
+    let status: serde_json::Value = client
+        .get(format!("{}/status", gw.admin_url()))
+        .send()
+        .await
+        .map(|r| r.json())
+        .unwrap_or_else(|e| panic!("status: {e}"))
+        .await
+        .unwrap_or_default();
+    println!("proxy_cache counters: {}", status["proxy_cache"]);
+    drop(gw);
+
+    // Memory bound: 8 MiB of cache, a flood of distinct ~2.5 KiB responses.
+    let small = GatewayProcess::start_with_args(
+        &cache_config(&engine, &echo),
+        &["--proxy-cache-memory-mb", "8"],
+    );
+    let pad = "p".repeat(2000);
+    drive(
+        &format!("{}/flood/warm?pad={pad}", small.http_url()),
+        4,
+        Duration::from_secs(1),
+    )
+    .await;
+    let before = small.rss_kib();
+    let n = 40_000u32;
+    let base = small.http_url();
+    let tasks: Vec<_> = (0..concurrency as u32)
+        .map(|t| {
+            let (client, base, pad) = (client.clone(), base.clone(), pad.clone());
+            tokio::spawn(async move {
+                let mut i = t;
+                while i < n {
+                    let _ = client
+                        .get(format!("{base}/flood/k{i}?pad={pad}"))
+                        .send()
+                        .await
+                        .map(|r| r.bytes());
+                    i += concurrency as u32;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let after = small.rss_kib();
+    println!(
+        "memory bound: {n} distinct keys (~{} MiB of responses) into an 8 MiB cache: RSS {} MiB -> {} MiB (+{} MiB)",
+        (n as u64 * 2600) >> 20,
+        before >> 10,
+        after >> 10,
+        after.saturating_sub(before) >> 10
+    );
+}
+
 #[tokio::main]
 async fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("rate-limit") => rate_limit().await,
+        Some("cache") => cache().await,
         _ => {
-            eprintln!("usage: load rate-limit");
+            eprintln!("usage: load rate-limit|cache");
             std::process::exit(2);
         }
     }

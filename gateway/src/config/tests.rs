@@ -275,14 +275,13 @@ fn legacy_formats_migrate_regex_paths() {
 
 #[test]
 fn unsupported_entities_and_plugins_are_refused_by_name() {
-    let errs =
-        errors("_format_version: \"3.0\"\nupstreams:\n- name: u\nplugins:\n- name: proxy-cache\n");
+    let errs = errors("_format_version: \"3.0\"\nupstreams:\n- name: u\nplugins:\n- name: cors\n");
     has(&errs, "upstreams", 2, "not supported by this gateway yet");
     has(
         &errs,
         "plugins[0].name",
         5,
-        "plugin 'proxy-cache' is not available in this gateway yet",
+        "plugin 'cors' is not available in this gateway yet",
     );
 }
 

@@ -13,7 +13,9 @@ pub mod chain;
 pub mod correlation_id;
 pub mod jwt;
 pub mod key_auth;
+pub mod proxy_cache;
 pub mod rate_limiting;
+pub mod redis_link;
 pub mod request_termination;
 
 use async_trait::async_trait;
@@ -40,9 +42,26 @@ pub enum PluginConfig {
     RequestTermination(request_termination::Config),
     /// `rate-limiting`.
     RateLimiting(rate_limiting::Config),
+    /// `proxy-cache`.
+    ProxyCache(proxy_cache::Config),
 }
 
 impl PluginConfig {
+    /// The Redis server this plugin instance talks to, if any.
+    pub fn redis(&self) -> Option<&rate_limiting::config::RedisSettings> {
+        match self {
+            PluginConfig::RateLimiting(c) => match &c.policy {
+                rate_limiting::config::Policy::Redis(s) => Some(s),
+                rate_limiting::config::Policy::Local => None,
+            },
+            PluginConfig::ProxyCache(c) => match &c.strategy {
+                proxy_cache::config::Strategy::Redis(s) => Some(s),
+                proxy_cache::config::Strategy::Memory => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The consumer an authentication plugin falls back to, if configured; checked
     /// against the config's consumers when the file is loaded.
     pub fn anonymous(&self) -> Option<&str> {
@@ -65,6 +84,10 @@ impl PluginConfig {
 pub enum Flow {
     /// Go on to the next plugin and then the upstream.
     Continue,
+    /// Answer with this response (a cache hit); no later plugin runs and nothing
+    /// goes upstream. The proxy adds Kong's headers and the plugins' response
+    /// headers, as for a proxied response.
+    Respond(Box<ResponseHeader>, bytes::Bytes),
 }
 
 /// A plugin instance, as run by the proxy.
@@ -118,7 +141,6 @@ const NOT_YET_AVAILABLE: &[&str] = &[
     "post-function",
     "pre-function",
     "prometheus",
-    "proxy-cache",
     "redirect",
     "request-size-limiting",
     "request-transformer",
@@ -172,6 +194,9 @@ fn decode_named(
         acl::NAME => acl::decode(config, config_path, errs).map(PluginConfig::Acl),
         request_termination::NAME => request_termination::decode(config, config_path, errs)
             .map(PluginConfig::RequestTermination),
+        proxy_cache::NAME => {
+            proxy_cache::decode(config, config_path, errs).map(PluginConfig::ProxyCache)
+        }
         rate_limiting::NAME => {
             rate_limiting::decode(config, config_path, errs).map(PluginConfig::RateLimiting)
         }
@@ -197,10 +222,38 @@ fn decode_named(
 }
 
 /// State plugins keep across config reloads: rate-limit counters and Redis links.
-#[derive(Default)]
 pub struct Shared {
     /// Rate-limiting counter stores.
     pub rate_limits: std::sync::Arc<rate_limiting::store::Stores>,
+    /// One Redis connection per distinct server, for every plugin.
+    pub redis: redis_link::RedisLinks,
+    /// The proxy-cache's memory tier and miss coalescing.
+    pub cache: std::sync::Arc<proxy_cache::store::CacheStore>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared::new(proxy_cache::store::DEFAULT_MEMORY_BYTES)
+    }
+}
+
+impl Shared {
+    /// Fresh state, with a proxy-cache memory tier of `cache_bytes`; made once per
+    /// process, before the first config is compiled.
+    pub fn new(cache_bytes: usize) -> Self {
+        Shared {
+            rate_limits: Default::default(),
+            redis: redis_link::RedisLinks::new(vec![rate_limiting::redis_check::script()]),
+            cache: std::sync::Arc::new(proxy_cache::store::CacheStore::new(cache_bytes)),
+        }
+    }
+
+    /// Rate-limiting counters and every Redis link's state, for `/status`.
+    pub fn rate_limiting_status(&self) -> serde_json::Value {
+        let mut v = self.rate_limits.stats_json();
+        v["redis"] = serde_json::Value::Array(self.redis.status());
+        v
+    }
 }
 
 /// Builds the runtime plugin for a configured instance of `config`.
@@ -212,6 +265,16 @@ pub fn build(
     shared: &Shared,
 ) -> std::sync::Arc<dyn Plugin> {
     match &instance.config {
+        PluginConfig::ProxyCache(c) => std::sync::Arc::new(proxy_cache::ProxyCache::new(
+            c.clone(),
+            instance
+                .scope
+                .route
+                .and_then(|r| config.routes.get(r))
+                .map(|r| r.id),
+            shared.cache.clone(),
+            &shared.redis,
+        )),
         PluginConfig::RateLimiting(c) => {
             let scope = rate_limiting::InstanceScope {
                 route: instance
@@ -234,6 +297,7 @@ pub fn build(
                 c.clone(),
                 scope,
                 shared.rate_limits.clone(),
+                &shared.redis,
             ))
         }
         PluginConfig::CorrelationId(c) => {

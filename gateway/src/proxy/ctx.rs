@@ -46,6 +46,8 @@ pub struct RequestCtx {
     pub hidden_headers: Vec<String>,
     /// Headers the rate-limiting plugin adds to the response.
     pub rate_limit_headers: Vec<(String, String)>,
+    /// The proxy-cache's view of this request.
+    pub cache: Option<Box<crate::plugins::proxy_cache::CacheState>>,
     /// The request body, once a plugin has read it.
     pub request_body: super::request_body::BodyState,
     /// A body to send upstream instead of the one the client sent (a plugin removed a
@@ -80,6 +82,7 @@ impl RequestCtx {
             consumer_groups: None,
             hidden_headers: Vec::new(),
             rate_limit_headers: Vec::new(),
+            cache: None,
             request_body: Default::default(),
             body_replacement: None,
             chain: Vec::new(),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::Version;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType};
@@ -23,6 +24,9 @@ use crate::plugins::Flow;
 use crate::router::{normalize, split_host_header, upstream_path, RequestInfo};
 use crate::state::Gateway;
 use ctx::RequestCtx;
+
+/// A response a plugin made in the access phase: header and body.
+type Answer = (Box<ResponseHeader>, Bytes);
 
 /// The proxy for one listener. The HTTP and HTTPS listeners each get one, sharing
 /// the [`Gateway`] state.
@@ -64,7 +68,11 @@ impl GatewayProxy {
     /// Routes the request and runs the access phase of its plugins.
     ///
     /// Returns `Ok` when the request should go upstream, or the error to answer with.
-    async fn route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+    async fn route(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Answer>, GatewayError> {
         let runtime = self.gateway.runtime.load_full();
         ctx.runtime = Some(runtime.clone());
         let listener_port = Self::listener_port(session);
@@ -146,6 +154,7 @@ impl GatewayProxy {
         while let Some(plugin) = ctx.chain.get(i).cloned() {
             match plugin.access(session, ctx).await? {
                 Flow::Continue => {}
+                Flow::Respond(header, body) => return Ok(Some((header, body))),
             }
             i += 1;
             // Kong looks each plugin's configuration up with the consumer known at
@@ -168,7 +177,54 @@ impl GatewayProxy {
                 ctx.chain.extend(rest);
             }
         }
+        Ok(None)
+    }
+
+    /// Adds what Kong adds to a proxied response (Via, Server, latencies, request
+    /// id) and lets the plugins add theirs. Runs for upstream answers and cache hits.
+    fn decorate(ctx: &RequestCtx, resp: &mut ResponseHeader) -> pingora_error::Result<()> {
+        let via = forwarding::append_via(
+            resp.headers.get("via").and_then(|v| v.to_str().ok()),
+            Version::HTTP_11,
+        );
+        resp.insert_header("via", via)?;
+        if !resp.headers.contains_key("server") {
+            resp.insert_header("server", KONG_VERSION_TOKEN)?;
+        }
+        resp.insert_header(
+            "x-kong-upstream-latency",
+            ctx.upstream_latency_ms.unwrap_or(0).to_string(),
+        )?;
+        resp.insert_header("x-kong-proxy-latency", proxy_latency_ms(ctx).to_string())?;
+        resp.insert_header("x-kong-request-id", ctx.request_id.as_str())?;
+        for plugin in &ctx.chain {
+            plugin.response(ctx, resp);
+        }
         Ok(())
+    }
+
+    /// Writes an answer a plugin made (a cache hit), decorated like a proxied
+    /// response.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        mut header: Box<ResponseHeader>,
+        body: Bytes,
+    ) {
+        if let Err(e) = Self::decorate(ctx, &mut header) {
+            tracing::warn!(request_id = %ctx.request_id, "cannot decorate a plugin answer: {e}");
+        }
+        let end = body.is_empty();
+        if let Err(e) = session.write_response_header(header, end).await {
+            tracing::debug!(request_id = %ctx.request_id, "client went away before the answer: {e}");
+            return;
+        }
+        if !end {
+            if let Err(e) = session.write_response_body(Some(body), true).await {
+                tracing::debug!(request_id = %ctx.request_id, "client went away during the answer: {e}");
+            }
+        }
     }
 
     /// Writes a gateway-made response. Runs at most once per request.
@@ -253,7 +309,11 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<bool> {
         match self.route(session, ctx).await {
-            Ok(()) => Ok(false),
+            Ok(None) => Ok(false),
+            Ok(Some((header, body))) => {
+                self.answer(session, ctx, header, body).await;
+                Ok(true)
+            }
             Err(err) => {
                 if matches!(
                     err,
@@ -449,10 +509,23 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<Option<std::time::Duration>> {
+        if let Some(cache) = ctx.cache.as_mut() {
+            cache.on_body(body, end_of_stream);
+        }
+        Ok(None)
+    }
+
     async fn request_body_filter(
         &self,
         _session: &mut Session,
-        body: &mut Option<bytes::Bytes>,
+        body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
@@ -473,6 +546,9 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
         ctx.upstream_latency_ms = ctx.upstream_sent.map(|t| t.elapsed().as_millis());
+        if let Some(cache) = ctx.cache.as_mut() {
+            cache.on_upstream_response(upstream_response);
+        }
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
             && !session
                 .req_header()
@@ -501,23 +577,7 @@ impl ProxyHttp for GatewayProxy {
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
         forwarding::strip_response_hop_by_hop(resp, te_trailers);
-        let via = forwarding::append_via(
-            resp.headers.get("via").and_then(|v| v.to_str().ok()),
-            Version::HTTP_11,
-        );
-        resp.insert_header("via", via)?;
-        if !resp.headers.contains_key("server") {
-            resp.insert_header("server", KONG_VERSION_TOKEN)?;
-        }
-        if let Some(ms) = ctx.upstream_latency_ms {
-            resp.insert_header("x-kong-upstream-latency", ms.to_string())?;
-        }
-        resp.insert_header("x-kong-proxy-latency", proxy_latency_ms(ctx).to_string())?;
-        resp.insert_header("x-kong-request-id", ctx.request_id.as_str())?;
-        for plugin in &ctx.chain {
-            plugin.response(ctx, resp);
-        }
-        Ok(())
+        Self::decorate(ctx, resp)
     }
 
     async fn fail_to_proxy(
@@ -526,6 +586,18 @@ impl ProxyHttp for GatewayProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        // A stale cached answer beats an error, within its grace period.
+        if session.response_written().is_none() {
+            if let Some((header, body)) = ctx.cache.as_mut().and_then(|c| c.stale_for_error()) {
+                tracing::warn!(request_id = %ctx.request_id, "upstream failed ({e}); answered from a stale cache entry");
+                let status = header.status.as_u16();
+                self.answer(session, ctx, header, body).await;
+                return FailToProxy {
+                    error_code: status,
+                    can_reuse_downstream: false,
+                };
+            }
+        }
         let err = ctx.failure.take().or_else(|| Self::classify(e));
         let code = match &err {
             Some(err) => {

@@ -106,7 +106,8 @@ pub struct Config {
     pub error_message: String,
 }
 
-const REDIS_KEYS: &[&str] = &[
+/// Fields of the `redis` record (Kong's names).
+pub const REDIS_KEYS: &[&str] = &[
     "host",
     "port",
     "username",
@@ -174,7 +175,7 @@ pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Conf
                 errs.push(
                     &fields.path_of(name),
                     n.line,
-                    "must be a whole number of requests",
+                    "must be a whole number of requests, at most 10^15",
                 );
                 None
             }
@@ -296,7 +297,7 @@ pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Conf
     let policy_name = fields.str("policy", errs);
     let policy = match policy_name.as_deref() {
         None | Some("local") => Policy::Local,
-        Some("redis") => match redis_settings(&fields, errs) {
+        Some("redis") => match redis_settings(&fields, errs, "policy") {
             Some(s) => Policy::Redis(s),
             None => Policy::Local,
         },
@@ -340,7 +341,16 @@ pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Conf
 
     let fault_tolerant = fields.bool("fault_tolerant", true, errs);
     let hide_client_headers = fields.bool("hide_client_headers", false, errs);
-    let error_code = fields.int("error_code", 0, 999, 429, errs) as u16;
+    // Below 200 there is no final response to carry the message, and 204/304 carry
+    // no body at all.
+    let error_code = fields.int("error_code", 200, 599, 429, errs) as u16;
+    if matches!(error_code, 204 | 304) {
+        errs.push(
+            &fields.path_of("error_code"),
+            fields.line_of("error_code"),
+            "a refusal needs a status that carries a body (not 204 or 304)",
+        );
+    }
     let error_message = fields
         .str("error_message", errs)
         .unwrap_or_else(|| "API rate limit exceeded".to_string());
@@ -357,8 +367,10 @@ pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Conf
     })
 }
 
-/// Reads the `redis` record, falling back to Kong's older flat `redis_*` fields.
-fn redis_settings(fields: &Fields<'_>, errs: &mut Errors) -> Option<RedisSettings> {
+/// Reads the `redis` record, falling back to Kong's older flat `redis_*` fields (a
+/// plugin that has none simply does not allow them). `why` names the setting that
+/// asked for Redis, for the "host missing" error (`policy`, `strategy`).
+pub fn redis_settings(fields: &Fields<'_>, errs: &mut Errors, why: &str) -> Option<RedisSettings> {
     let nested = match fields.node("redis") {
         Some(node) => Some(Fields::open(
             node,
@@ -429,9 +441,13 @@ fn redis_settings(fields: &Fields<'_>, errs: &mut Errors) -> Option<RedisSetting
     let Some(host) = host.filter(|h| !h.is_empty()) else {
         let (p, line) = match &nested {
             Some(n) => (n.path_of("host"), n.line_of("host")),
-            None => (fields.path_of("redis.host"), fields.line_of("policy")),
+            None => (fields.path_of("redis.host"), fields.line_of(why)),
         };
-        errs.push(&p, line, "required field missing (policy is 'redis')");
+        errs.push(
+            &p,
+            line,
+            format!("required field missing ({why} is 'redis')"),
+        );
         return None;
     };
     Some(RedisSettings {

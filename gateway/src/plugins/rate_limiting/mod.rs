@@ -9,7 +9,7 @@
 //! limit across a window boundary.
 
 pub mod config;
-pub mod redis_link;
+pub mod redis_check;
 pub mod store;
 pub mod windows;
 
@@ -19,19 +19,23 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use sha2::Digest;
 use uuid::Uuid;
 
 use super::{Flow, Plugin};
 use crate::error::GatewayError;
+use crate::plugins::redis_link::{RedisLink, RedisLinks};
 use crate::proxy::ctx::RequestCtx;
 pub use config::{decode, Config};
 use config::{LimitBy, Policy, WindowType};
-use redis_link::RedisLink;
 use store::{estimate, Outcome, PeriodCheck, Stores};
 use windows::Window;
 
 /// Kong's name for the plugin.
 pub const NAME: &str = "rate-limiting";
+
+/// Identifiers longer than this are counted under their SHA-256 digest.
+const MAX_IDENTIFIER: usize = 128;
 
 /// Where a plugin instance is attached: its counters are keyed by these ids (the
 /// all-zero UUID when not scoped), as Kong keys them.
@@ -56,9 +60,14 @@ pub struct RateLimiting {
 impl RateLimiting {
     /// Builds the plugin; runs when a config is compiled. Counters and Redis links
     /// live in `stores`, which outlives the config.
-    pub fn new(config: Config, scope: InstanceScope, stores: Arc<Stores>) -> Self {
+    pub fn new(
+        config: Config,
+        scope: InstanceScope,
+        stores: Arc<Stores>,
+        links: &RedisLinks,
+    ) -> Self {
         let redis = match &config.policy {
-            Policy::Redis(settings) => Some(stores.redis(settings)),
+            Policy::Redis(settings) => Some(links.get(settings)),
             Policy::Local => None,
         };
         RateLimiting {
@@ -104,9 +113,12 @@ impl RateLimiting {
                 .req_header()
                 .headers
                 .get(name.as_str())
-                .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty())
-                .map(str::to_string)
+                .map(|v| match v.to_str() {
+                    Ok(s) => s.to_string(),
+                    // Raw bytes count as they are, not as the client's IP.
+                    Err(_) => hex::encode(v.as_bytes()),
+                })
                 .unwrap_or_else(ip),
             LimitBy::Path(p) => {
                 if &ctx.normalized_path == p {
@@ -118,9 +130,19 @@ impl RateLimiting {
         };
         // A consumer-scoped instance keeps its own counters, apart from a global or
         // route instance counting the same client.
-        match (self.scope.consumer, &self.config.limit_by) {
+        let id = match (self.scope.consumer, &self.config.limit_by) {
             (Some(c), by) if *by != LimitBy::Consumer => format!("{c}|{id}"),
             _ => id,
+        };
+        // Client-chosen identifiers (header values) can be long: a long one is
+        // counted under its digest, so a counter's size stays bounded.
+        if id.len() > MAX_IDENTIFIER {
+            format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(id.as_bytes()))
+            )
+        } else {
+            id
         }
     }
 
@@ -211,7 +233,7 @@ impl RateLimiting {
         let Some(link) = &self.redis else {
             return Some(self.stores.local.check(shard_key, checks, now_ms));
         };
-        match link.check(checks).await {
+        match redis_check::check(link, checks).await {
             Ok(outcome) => {
                 stats.redis_checks.fetch_add(1, Ordering::Relaxed);
                 Some(outcome)

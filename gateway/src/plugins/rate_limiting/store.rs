@@ -9,10 +9,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
-use super::config::RedisSettings;
-use super::redis_link::RedisLink;
+use std::sync::Mutex;
 
 /// One period of one request's check.
 #[derive(Debug, Clone)]
@@ -47,24 +44,29 @@ pub struct Outcome {
     pub usage: Vec<Usage>,
 }
 
-/// The admission rule, shared by every store.
+/// The admission rule, shared by every store: the previous window's share is
+/// rounded up, so the estimate never favours the client.
 pub fn estimate(check: &PeriodCheck, usage: Usage) -> u64 {
-    usage.current + (usage.previous as f64 * check.previous_weight).floor() as u64
+    usage.current + (usage.previous as f64 * check.previous_weight).ceil() as u64
 }
 
 const SHARDS: usize = 64;
 /// A shard sweeps expired counters after this many operations.
 const SWEEP_EVERY: u64 = 4096;
-/// Counters a shard may hold (about a million in all). Past it, a shard first drops
+/// Counters a shard may hold (about 260,000 in all, keys of at most ~250 bytes). Past it, a shard first drops
 /// expired counters, then the ones closest to expiry, as Kong's shared dictionary
 /// evicts when full: memory stays bounded under a flood of distinct identifiers.
-const SHARD_CAPACITY: usize = 16_384;
+const SHARD_CAPACITY: usize = 4096;
 
 #[derive(Default)]
 struct Shard {
     counters: HashMap<String, (u64, i64)>,
     ops: u64,
+    swept_ms: i64,
 }
+
+/// A shard also sweeps when this long has passed since its last sweep.
+const SWEEP_AFTER_MS: i64 = 10_000;
 
 /// Counters kept in this process: the `local` policy, and the fallback of the
 /// `redis` policy while Redis is unreachable.
@@ -99,7 +101,11 @@ impl LocalCounters {
             Err(poisoned) => poisoned.into_inner(),
         };
         shard.ops += 1;
-        if shard.ops % SWEEP_EVERY == 0 || shard.counters.len() >= SHARD_CAPACITY {
+        if shard.ops % SWEEP_EVERY == 0
+            || shard.counters.len() >= SHARD_CAPACITY
+            || now_ms - shard.swept_ms > SWEEP_AFTER_MS
+        {
+            shard.swept_ms = now_ms;
             shard.counters.retain(|_, (_, exp)| *exp > now_ms);
             if shard.counters.len() >= SHARD_CAPACITY {
                 let mut expiries: Vec<i64> = shard.counters.values().map(|(_, e)| *e).collect();
@@ -167,50 +173,17 @@ pub struct RateLimitStats {
     pub rejected: AtomicU64,
 }
 
-/// Counter stores shared by every config the gateway loads, so a reload neither
-/// resets counts nor reconnects to Redis.
+/// Counter stores shared by every config the gateway loads, so a reload does not
+/// reset counts.
 #[derive(Default)]
 pub struct Stores {
     /// In-process counters.
     pub local: LocalCounters,
-    /// One link per distinct Redis settings.
-    redis: Mutex<HashMap<RedisSettings, Arc<RedisLink>>>,
     /// Counters for `/status`.
     pub stats: RateLimitStats,
 }
 
 impl Stores {
-    /// The link for `settings`, created on first use (without connecting yet).
-    ///
-    /// Runs when a config is compiled.
-    pub fn redis(&self, settings: &RedisSettings) -> Arc<RedisLink> {
-        let mut links = match self.redis.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        links
-            .entry(settings.clone())
-            .or_insert_with(|| Arc::new(RedisLink::new(settings.clone())))
-            .clone()
-    }
-
-    /// State of every Redis link, for `/status`.
-    pub fn redis_status(&self) -> Vec<serde_json::Value> {
-        let links = match self.redis.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        links
-            .values()
-            .map(|l| {
-                serde_json::json!({
-                    "server": l.settings().describe(),
-                    "state": l.state_name(),
-                })
-            })
-            .collect()
-    }
-
     /// Counts of checks, fallbacks and refusals, for `/status`.
     pub fn stats_json(&self) -> serde_json::Value {
         let s = &self.stats;
@@ -220,7 +193,6 @@ impl Stores {
             "redis_failures": s.redis_failures.load(Ordering::Relaxed),
             "rejected": s.rejected.load(Ordering::Relaxed),
             "local_counters": self.local.len(),
-            "redis": self.redis_status(),
         })
     }
 }
@@ -287,6 +259,7 @@ mod tests {
 
     #[test]
     fn concurrent_checks_admit_exactly_the_limit() {
+        use std::sync::Arc;
         let local = Arc::new(LocalCounters::default());
         let threads: Vec<_> = (0..8)
             .map(|_| {

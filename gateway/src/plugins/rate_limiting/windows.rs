@@ -170,27 +170,27 @@ impl Window {
     }
 
     /// How long a client blocked by a sliding window waits, in seconds (at least 1):
-    /// until `current + floor(previous * weight)` drops below `limit`.
+    /// until `current + ceil(previous * weight)` drops below `limit`.
     pub fn sliding_retry_seconds(&self, limit: u64, current: u64, previous: u64) -> u64 {
         let len = self.length_ms as f64;
         let wait_ms = if current >= limit {
-            // The current window must end; then its count decays as the previous one.
+            // The current window must end; then its count decays as the previous one:
+            // ceil(current * (1 - t/len)) <= limit - 1.
             let rest = (self.length_ms - self.elapsed_ms) as f64;
             let decay = if current == 0 {
                 0.0
             } else {
-                len * (1.0 - limit as f64 / current as f64)
+                len * (1.0 - (limit.saturating_sub(1)) as f64 / current as f64)
             };
             rest + decay.max(0.0)
         } else if previous == 0 {
             0.0
         } else {
-            // floor(previous * (1 - (e + t)/len)) < limit - current
-            let room = (limit - current) as f64;
+            // ceil(previous * (1 - (e + t)/len)) <= limit - current - 1
+            let room = (limit - current - 1) as f64;
             len * (1.0 - room / previous as f64) - self.elapsed_ms as f64
         };
-        // Strictly below the limit: one millisecond past the exact boundary.
-        (((wait_ms.max(0.0) + 1.0) / 1000.0).ceil() as u64).max(1)
+        ((wait_ms.max(0.0) / 1000.0).ceil() as u64).max(1)
     }
 }
 
@@ -243,9 +243,10 @@ mod tests {
     fn sliding_weight_and_retry() {
         let w = Window::at(Period::Minute, ms(2024, 1, 1, 0, 0, 15));
         assert!((w.previous_weight() - 0.75).abs() < 1e-9);
-        // 100 in the previous window, 0 now, limit 50: 100*(1-(15+t)/60) < 50 → t > 15.
+        // 100 in the previous window, 0 now, limit 50: ceil(100*(1-(15+t)/60)) <= 49
+        // → t >= 15.6.
         assert_eq!(w.sliding_retry_seconds(50, 0, 100), 16);
-        // The current window is full: wait for it to end, then for half of the next.
-        assert_eq!(w.sliding_retry_seconds(50, 100, 0), 45 + 30 + 1);
+        // The current window is full: wait for it to end, then for 51% of the next.
+        assert_eq!(w.sliding_retry_seconds(50, 100, 0), 45 + 31);
     }
 }

@@ -1,11 +1,13 @@
-//! One multiplexed Redis connection per distinct Redis settings, with reconnect,
-//! and the script that checks and counts a request in one round trip.
+//! One multiplexed Redis connection per distinct Redis settings, shared by every
+//! plugin that uses Redis (rate-limiting counters, the proxy-cache's second tier),
+//! with reconnect.
 //!
 //! The first request waits for the first connection. After that, a failed command
 //! marks the link down and starts one background task that reconnects with
 //! back-off; while the link is down, requests fail over at once (no waiting on a
 //! dead server) and the caller counts them locally.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,34 +15,9 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, RedisConnectionInfo};
 
-use super::config::RedisSettings;
-use super::store::{Outcome, PeriodCheck, Usage};
+use std::future::Future;
 
-/// Counts the request in every period, and takes the counts back if any period was
-/// already full, so refused requests are not counted. Keys: per period the current
-/// and the previous window's counter. Args: per period the limit, the time to live
-/// and the previous window's weight. Returns the admission flag, then per period the
-/// current and previous counts before this request. The expiry is set by the same
-/// atomic script call as the first increment.
-const CHECK_AND_COUNT: &str = r#"
-local n = #KEYS / 2
-local out = {1}
-for i = 1, n do
-  local cur = redis.call('INCR', KEYS[2*i-1])
-  if cur == 1 then redis.call('EXPIRE', KEYS[2*i-1], ARGV[3*i-1]) end
-  cur = cur - 1
-  local w = tonumber(ARGV[3*i])
-  local prev = 0
-  if w > 0 then prev = tonumber(redis.call('GET', KEYS[2*i]) or '0') end
-  if cur + math.floor(prev * w) >= tonumber(ARGV[3*i-2]) then out[1] = 0 end
-  out[2*i] = cur
-  out[2*i+1] = prev
-end
-if out[1] == 0 then
-  for i = 1, n do redis.call('DECR', KEYS[2*i-1]) end
-end
-return out
-"#;
+use super::rate_limiting::config::RedisSettings;
 
 /// Why a Redis check did not produce an answer.
 #[derive(Debug, thiserror::Error)]
@@ -70,21 +47,23 @@ enum State {
 /// A shared connection to one Redis server.
 pub struct RedisLink {
     settings: RedisSettings,
-    script: redis::Script,
+    scripts: Vec<redis::Script>,
     state: Mutex<State>,
     first_connect: tokio::sync::Mutex<()>,
     reconnecting: AtomicBool,
+    closed: AtomicBool,
 }
 
 impl RedisLink {
-    /// A link that connects on first use.
-    pub fn new(settings: RedisSettings) -> RedisLink {
+    /// A link that connects on first use and loads `scripts` on every connection.
+    pub fn new(settings: RedisSettings, scripts: Vec<redis::Script>) -> RedisLink {
         RedisLink {
             settings,
-            script: redis::Script::new(CHECK_AND_COUNT),
+            scripts,
             state: Mutex::new(State::Fresh),
             first_connect: tokio::sync::Mutex::new(()),
             reconnecting: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -149,13 +128,16 @@ impl RedisLink {
         .await
         {
             Ok(Ok(mut conn)) => {
-                // Loaded once per connection, so every request is one EVALSHA.
-                let load = self.script.load_async(&mut conn);
-                match tokio::time::timeout(self.timeout(), load).await {
-                    Ok(Ok(_)) => Ok(conn),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("script load timed out".to_string()),
+                // Loaded once per connection, so a script call is one EVALSHA.
+                for script in &self.scripts {
+                    let load = script.load_async(&mut conn);
+                    match tokio::time::timeout(self.timeout(), load).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(e.to_string()),
+                        Err(_) => return Err("script load timed out".to_string()),
+                    }
                 }
+                Ok(conn)
             }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("connect timed out".to_string()),
@@ -172,6 +154,9 @@ impl RedisLink {
             }
             State::Fresh => {}
         }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LinkError::Down(self.settings.describe()));
+        }
         let _first = self.first_connect.lock().await;
         if let State::Up(c) = &*self.lock() {
             return Ok(c.clone());
@@ -182,7 +167,7 @@ impl RedisLink {
         match self.connect().await {
             Ok(conn) => {
                 *self.lock() = State::Up(conn.clone());
-                tracing::info!(redis = %self.settings.describe(), "rate-limiting: connected to redis");
+                tracing::info!(redis = %self.settings.describe(), "connected to redis");
                 Ok(conn)
             }
             Err(message) => {
@@ -205,15 +190,23 @@ impl RedisLink {
         if was_up {
             tracing::warn!(
                 redis = %self.settings.describe(),
-                "rate-limiting: redis failed ({why}); counting locally in this instance until it is back"
+                "redis failed ({why}); rate limits count locally and the cache uses memory only in this instance until it is back"
             );
         }
         self.spawn_reconnect();
     }
 
     /// Starts the reconnect loop unless one is running.
+    /// Closes the link for good (its settings left the config): drops the
+    /// connection and stops reconnecting. Requests of an older config that still
+    /// hold it fail over at once.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        *self.lock() = State::Down;
+    }
+
     fn spawn_reconnect(self: &Arc<Self>) {
-        if self.reconnecting.swap(true, Ordering::AcqRel) {
+        if self.closed.load(Ordering::Acquire) || self.reconnecting.swap(true, Ordering::AcqRel) {
             return;
         }
         let link = self.clone();
@@ -221,11 +214,17 @@ impl RedisLink {
             let mut backoff = Duration::from_millis(100);
             loop {
                 tokio::time::sleep(backoff).await;
+                if link.closed.load(Ordering::Acquire) {
+                    break;
+                }
                 if let Ok(conn) = link.connect().await {
+                    if link.closed.load(Ordering::Acquire) {
+                        break;
+                    }
                     *link.lock() = State::Up(conn);
                     tracing::info!(
                         redis = %link.settings.describe(),
-                        "rate-limiting: redis is reachable again; counting in redis"
+                        "redis is reachable again; rate limits count in redis again"
                     );
                     break;
                 }
@@ -235,31 +234,22 @@ impl RedisLink {
         });
     }
 
-    /// Checks and counts one request in one round trip (`EVALSHA`, or `EVAL` once
-    /// after Redis lost its script cache).
+    /// Runs one operation on the shared connection, bounded by the timeout.
     ///
-    /// Runs in the access phase. An error means the request was not counted in Redis.
-    pub async fn check(self: &Arc<Self>, checks: &[PeriodCheck]) -> Result<Outcome, LinkError> {
-        let mut conn = self.connection().await?;
-        let mut invocation = self.script.prepare_invoke();
-        for c in checks {
-            invocation.key(&c.key);
-            invocation.key(c.previous_key.as_deref().unwrap_or(&c.key));
-        }
-        for c in checks {
-            invocation.arg(c.limit);
-            invocation.arg(c.ttl_seconds);
-            invocation.arg(format!("{:.6}", c.previous_weight));
-        }
-        let reply = tokio::time::timeout(
-            self.timeout(),
-            invocation.invoke_async::<Vec<i64>>(&mut conn),
-        )
-        .await;
-        let values = match reply {
-            Ok(Ok(v)) => v,
+    /// Runs on the request path. A connection-level failure marks the link down (the
+    /// next calls fail at once while it reconnects in the background); the error
+    /// never carries credentials.
+    pub async fn run<T, F, Fut>(self: &Arc<Self>, op: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.connection().await?;
+        match tokio::time::timeout(self.timeout(), op(conn)).await {
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                let message = e.to_string();
+                // One log line per error, whatever the server sent.
+                let message = e.to_string().replace(['\r', '\n'], " ");
                 if e.is_io_error()
                     || e.is_connection_dropped()
                     || e.is_timeout()
@@ -267,35 +257,82 @@ impl RedisLink {
                 {
                     self.mark_down(&message);
                 }
-                return Err(LinkError::Command {
+                Err(LinkError::Command {
                     server: self.settings.describe(),
                     message,
-                });
+                })
             }
             Err(_) => {
                 self.mark_down("command timed out");
-                return Err(LinkError::Command {
+                Err(LinkError::Command {
                     server: self.settings.describe(),
                     message: "command timed out".to_string(),
-                });
+                })
             }
-        };
-        if values.len() != 1 + 2 * checks.len() {
-            return Err(LinkError::Command {
-                server: self.settings.describe(),
-                message: format!("unexpected script reply of {} values", values.len()),
-            });
         }
-        let usage = values[1..]
-            .chunks(2)
-            .map(|p| Usage {
-                current: p[0].max(0) as u64,
-                previous: p[1].max(0) as u64,
+    }
+}
+
+/// The links of one gateway process, one per distinct settings; kept across config
+/// reloads so a reload never reconnects.
+pub struct RedisLinks {
+    links: Mutex<HashMap<RedisSettings, Arc<RedisLink>>>,
+    scripts: Vec<redis::Script>,
+}
+
+impl RedisLinks {
+    /// An empty registry whose links load `scripts` when they connect.
+    pub fn new(scripts: Vec<redis::Script>) -> RedisLinks {
+        RedisLinks {
+            links: Mutex::new(HashMap::new()),
+            scripts,
+        }
+    }
+
+    /// The link for `settings`, created on first use (it connects on first use too).
+    ///
+    /// Runs when a config is compiled.
+    pub fn get(&self, settings: &RedisSettings) -> Arc<RedisLink> {
+        let mut links = match self.links.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        links
+            .entry(settings.clone())
+            .or_insert_with(|| Arc::new(RedisLink::new(settings.clone(), self.scripts.clone())))
+            .clone()
+    }
+
+    /// Closes and forgets the links whose settings are not in `used`; runs after a
+    /// config reload, so a changed password or a removed server stops being tried.
+    pub fn retain(&self, used: &[RedisSettings]) {
+        let mut links = match self.links.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        links.retain(|settings, link| {
+            let keep = used.contains(settings);
+            if !keep {
+                link.close();
+            }
+            keep
+        });
+    }
+
+    /// Every link's server and state, for `/status`.
+    pub fn status(&self) -> Vec<serde_json::Value> {
+        let links = match self.links.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        links
+            .values()
+            .map(|l| {
+                serde_json::json!({
+                    "server": l.settings().describe(),
+                    "state": l.state_name(),
+                })
             })
-            .collect();
-        Ok(Outcome {
-            admitted: values[0] == 1,
-            usage,
-        })
+            .collect()
     }
 }
