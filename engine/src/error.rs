@@ -51,6 +51,15 @@ pub enum AppError {
     /// No such resource or route. HTTP 404.
     #[error("{0}")]
     NotFound(String),
+    /// The request clashes with what is stored, e.g. an `Idempotency-Key` reused
+    /// for a different request (code `idempotency_key_reused`). HTTP 409.
+    #[error("{message}")]
+    Conflict {
+        /// Machine-readable code, e.g. `idempotency_key_reused`.
+        code: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
     /// The route exists but not for this method. HTTP 405.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -91,6 +100,7 @@ impl AppError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -101,7 +111,7 @@ impl AppError {
     /// The machine-readable `code` of the error body.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest { code, .. } => code,
+            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
             Self::MissingField { .. } => "missing_field",
             Self::InvalidField { .. } => "invalid_field",
             Self::NotFound(_) => "not_found",

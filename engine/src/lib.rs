@@ -12,6 +12,8 @@
 //! - [`db`]: connection pools for SQLite or Postgres, migrations and queries.
 //! - [`model`]: the domain types (events, filters, cursors, summaries).
 //! - [`validation`]: turns untrusted JSON bodies and query strings into [`model`] types.
+//! - [`idempotency`]: the `Idempotency-Key` header and request fingerprints of
+//!   idempotent `POST /events`.
 //! - [`routes`]: the HTTP handlers and the router.
 //! - [`server`]: the accept loop with connection timeouts and graceful shutdown.
 
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod idempotency;
 pub mod model;
 pub mod routes;
 pub mod server;

@@ -1,4 +1,5 @@
-//! Domain types: revenue events, list filters and cursors, summary queries and rows.
+//! Domain types: revenue events, list filters and cursors, summary queries and rows,
+//! and per-customer totals.
 //!
 //! These types are already validated: handlers build them through
 //! [`crate::validation`], and the database layer trusts them.
@@ -69,6 +70,24 @@ impl Interval {
         match s {
             "day" => Some(Interval::Day),
             "month" => Some(Interval::Month),
+            _ => None,
+        }
+    }
+}
+
+/// An optional extra grouping of `GET /summary` rows (`group_by=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    /// One row per bucket, currency and product; rows carry `"product"`.
+    Product,
+}
+
+impl GroupBy {
+    /// Parses `product`; anything else is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "product" => Some(GroupBy::Product),
             _ => None,
         }
     }
@@ -242,6 +261,8 @@ pub struct SummaryQuery {
     pub interval: Interval,
     /// Only this currency; all currencies (one row each) if absent.
     pub currency: Option<&'static str>,
+    /// Also group by this column (one row per value); absent: bucket and currency only.
+    pub group_by: Option<GroupBy>,
 }
 
 /// Totals of one bucket and currency. All sums are exact integers in minor units.
@@ -254,6 +275,9 @@ pub struct SummaryRow {
     pub bucket: String,
     /// ISO 4217 code; different currencies are never added together.
     pub currency: String,
+    /// The product, with `group_by=product` only (otherwise the field is absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
     /// Sum of charges.
     pub gross: i128,
     /// Sum of refunds.
@@ -277,8 +301,42 @@ pub struct Summary {
     pub to: Option<DateTime<Utc>>,
     /// The currency filter used, if any.
     pub currency: Option<&'static str>,
-    /// Rows ordered by bucket, then currency; buckets without events are omitted.
+    /// The extra grouping used, if any.
+    pub group_by: Option<GroupBy>,
+    /// Rows ordered by bucket, then currency (then product with
+    /// `group_by=product`); buckets without events are omitted.
     pub data: Vec<SummaryRow>,
+}
+
+/// Lifetime totals of one customer in one currency. Sums are exact integers in
+/// minor units (`i128`, like [`SummaryRow`]'s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CustomerTotals {
+    /// ISO 4217 code; different currencies are never added together.
+    pub currency: String,
+    /// `gross - refunds`; negative when more was refunded than charged.
+    pub lifetime_value: i128,
+    /// Sum of charges.
+    pub gross: i128,
+    /// Sum of refunds.
+    pub refunds: i128,
+    /// Number of events (charges and refunds).
+    pub count: i64,
+    /// `occurred_at` of the customer's earliest event in this currency.
+    #[serde(serialize_with = "serialize_ts")]
+    pub first_occurred_at: DateTime<Utc>,
+    /// `occurred_at` of the customer's latest event in this currency.
+    #[serde(serialize_with = "serialize_ts")]
+    pub last_occurred_at: DateTime<Utc>,
+}
+
+/// Response body of `GET /customers/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CustomerSummary {
+    /// The customer asked about.
+    pub customer_id: String,
+    /// One entry per currency the customer has events in, ordered by currency.
+    pub data: Vec<CustomerTotals>,
 }
 
 /// Formats a timestamp as RFC 3339 in UTC with `Z` and only as many fractional
@@ -350,6 +408,7 @@ mod tests {
         let row = SummaryRow {
             bucket: "2026-01-07".into(),
             currency: "USD".into(),
+            product: None,
             gross,
             refunds: 7,
             net: gross - 7,
@@ -369,6 +428,21 @@ mod tests {
         assert!(serde_json::to_string(&negative)
             .unwrap()
             .contains(r#""net":-27670116110564327422,"#));
+        let by_product = SummaryRow {
+            product: Some("pro".into()),
+            ..negative
+        };
+        assert!(serde_json::to_string(&by_product)
+            .unwrap()
+            .starts_with(r#"{"bucket":"2026-01-07","currency":"USD","product":"pro","gross":0,"#));
+    }
+
+    #[test]
+    fn group_by_parses_only_product() {
+        assert_eq!(GroupBy::parse("product"), Some(GroupBy::Product));
+        for bad in ["", "Product", "customer", "product,currency"] {
+            assert_eq!(GroupBy::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

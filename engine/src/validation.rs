@@ -27,8 +27,8 @@ use serde_json::{Map, Number, Value};
 
 use crate::error::AppError;
 use crate::model::{
-    truncate_to_micros, year_in_range, Cursor, EventFilter, Interval, Kind, NewEvent, SummaryQuery,
-    DEFAULT_LIMIT, MAX_AMOUNT, MAX_LIMIT, MAX_TEXT_LEN, MAX_YEAR, MIN_YEAR,
+    truncate_to_micros, year_in_range, Cursor, EventFilter, GroupBy, Interval, Kind, NewEvent,
+    SummaryQuery, DEFAULT_LIMIT, MAX_AMOUNT, MAX_LIMIT, MAX_TEXT_LEN, MAX_YEAR, MIN_YEAR,
 };
 
 /// Largest accepted `metadata` object, serialized, in bytes.
@@ -164,6 +164,12 @@ fn text(field: &str, value: Value) -> Result<String, AppError> {
     };
     text_str(field, &s)?;
     Ok(s)
+}
+
+/// Whether `s` passes the rules of `customer_id` and `product` (so it could name
+/// stored events). Used on path parameters before touching the database.
+pub fn is_valid_text(s: &str) -> bool {
+    text_str("customer_id", s).is_ok()
 }
 
 fn text_str(field: &str, s: &str) -> Result<(), AppError> {
@@ -545,10 +551,11 @@ pub fn event_filter(pairs: Vec<(String, String)>) -> Result<EventFilter, AppErro
 }
 
 /// Query parameters accepted by `GET /summary`.
-pub const SUMMARY_PARAMS: &[&str] = &["from", "to", "interval", "currency"];
+pub const SUMMARY_PARAMS: &[&str] = &["from", "to", "interval", "currency", "group_by"];
 
 /// Validates the query of `GET /summary` (`interval` defaults to `day`; `from`,
-/// `to` and `currency` are optional). Returns 422 naming the parameter.
+/// `to`, `currency` and `group_by` (only `product`) are optional). Returns 422
+/// naming the parameter.
 pub fn summary_query(pairs: Vec<(String, String)>) -> Result<SummaryQuery, AppError> {
     let q = QueryParams::new(pairs, SUMMARY_PARAMS)?;
     let (from, to) = q.range()?;
@@ -558,11 +565,19 @@ pub fn summary_query(pairs: Vec<(String, String)>) -> Result<SummaryQuery, AppEr
             AppError::invalid("interval", "interval must be \"day\" or \"month\"")
         })?,
     };
+    let group_by = q
+        .get("group_by")
+        .map(|v| {
+            GroupBy::parse(v)
+                .ok_or_else(|| AppError::invalid("group_by", "group_by must be \"product\""))
+        })
+        .transpose()?;
     Ok(SummaryQuery {
         from,
         to,
         interval,
         currency: q.currency("currency")?,
+        group_by,
     })
 }
 
@@ -764,5 +779,28 @@ mod tests {
             "interval"
         );
         assert_eq!(event_filter(vec![]).unwrap().limit, DEFAULT_LIMIT);
+        for bad in ["", "customer", "PRODUCT"] {
+            assert_eq!(
+                field_of(summary_query(pairs(&[("group_by", bad)])).unwrap_err()),
+                "group_by",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            summary_query(pairs(&[("group_by", "product")]))
+                .unwrap()
+                .group_by,
+            Some(GroupBy::Product)
+        );
+        assert_eq!(summary_query(vec![]).unwrap().group_by, None);
+    }
+
+    #[test]
+    fn path_texts_follow_the_body_rules() {
+        assert!(is_valid_text("cus_1001"));
+        assert!(!is_valid_text(""));
+        assert!(!is_valid_text("  "));
+        assert!(!is_valid_text("a\u{7}b"));
+        assert!(!is_valid_text(&"x".repeat(MAX_TEXT_LEN + 1)));
     }
 }

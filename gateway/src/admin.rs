@@ -76,14 +76,19 @@ impl AdminApp {
             ("DELETE", None) => {
                 cache.clear_memory();
                 for link in &links {
-                    store::clear_redis(link).await;
+                    if let Err(e) = store::clear_redis(link).await {
+                        return partial_purge(&e);
+                    }
                 }
                 reply(StatusCode::NO_CONTENT, serde_json::Value::Null)
             }
             ("DELETE", Some(key)) => {
                 let mut found = cache.remove_memory(key);
                 for link in &links {
-                    found |= store::delete_redis(link, key).await;
+                    match store::delete_redis(link, key).await {
+                        Ok(there) => found |= there,
+                        Err(e) => return partial_purge(&e),
+                    }
                 }
                 if found {
                     reply(StatusCode::NO_CONTENT, serde_json::Value::Null)
@@ -124,12 +129,22 @@ impl AdminApp {
     }
 }
 
+/// 503 for a purge that reached memory but not Redis: the client must retry.
+fn partial_purge(e: &crate::plugins::redis_link::LinkError) -> Response<Vec<u8>> {
+    tracing::warn!("proxy-cache purge incomplete: {e}");
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"message": "purged from memory, but the redis tier is unavailable: retry"}),
+    )
+}
+
 fn reply(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
     let body = if body.is_null() {
         Vec::new()
     } else {
         body.to_string().into_bytes()
     };
+    let length = body.len();
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
@@ -140,6 +155,10 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
     headers.insert(
         http::header::SERVER,
         http::HeaderValue::from_static(KONG_VERSION_TOKEN),
+    );
+    headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(length),
     );
     resp
 }

@@ -40,7 +40,8 @@ impl Upstream {
     /// Every request gets `200` and a JSON body `{method, uri, version, headers, body}`
     /// (header names lower-case, repeated headers joined with `, `; the request body
     /// as text). `/slow/<ms>`
-    /// waits that long first; `/status/<code>` answers with that status; a query
+    /// waits that long first; `/status/<code>` (or `?status=<code>`) answers with that
+    /// status; a query
     /// argument `h_<name>=<value>` sets that response header.
     pub async fn echo() -> Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
@@ -118,8 +119,15 @@ async fn echo_handler(State(hits): State<Arc<AtomicUsize>>, req: Request) -> Res
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    let status_arg = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|p| p.strip_prefix("status="))
+            .map(str::to_string)
+    });
     let status = path
         .strip_prefix("/status/")
+        .map(str::to_string)
+        .or(status_arg)
         .and_then(|s| s.parse::<u16>().ok())
         .and_then(|c| http::StatusCode::from_u16(c).ok())
         .unwrap_or(http::StatusCode::OK);

@@ -52,6 +52,11 @@ services:
         plugins:
           - name: proxy-cache
             config: {{ strategy: memory, cache_ttl: 1, storage_ttl: 60 }}
+      - name: stale5xx
+        paths: [/stale5xx]
+        plugins:
+          - name: proxy-cache
+            config: {{ strategy: memory, cache_ttl: 1, stale_if_error: 60, vary_query_params: [v] }}
       - name: authed
         paths: [/authed]
         plugins:
@@ -218,6 +223,9 @@ async fn kong_flow_safety_rules_and_purge() {
     assert_eq!(status_of(&get("/refresh/r").await.unwrap()), "Miss");
     assert_eq!(status_of(&get("/refresh/r").await.unwrap()), "Hit");
     assert_eq!(status_of(&get("/stale/x").await.unwrap()), "Miss");
+    let fresh = get("/stale5xx/x?v=1").await.unwrap();
+    assert_eq!(status_of(&fresh), "Miss");
+    let fresh_body = fresh.text().await.unwrap();
     drop(flaky);
     tokio::time::sleep(Duration::from_millis(2200)).await;
     assert_eq!(status_of(&get("/refresh/r").await.unwrap()), "Refresh");
@@ -225,6 +233,14 @@ async fn kong_flow_safety_rules_and_purge() {
     let resp = get("/stale/x").await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(status_of(&resp), "Stale");
+    // ... and so is an upstream 5xx (same key: `status` is not a vary'd argument),
+    // whole, with its own length.
+    let before = up.hits();
+    let resp = get("/stale5xx/x?v=1&status=503").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(status_of(&resp), "Stale");
+    assert_eq!(resp.text().await.unwrap(), fresh_body);
+    assert_eq!(up.hits(), before + 1, "the 503 is not retried");
 }
 
 #[tokio::test(flavor = "multi_thread")]

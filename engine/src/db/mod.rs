@@ -10,11 +10,46 @@
 //!
 //! Writes go through a backend's writer pool and reads through its reader pool
 //! (today the same pool), so read replicas can be added without touching callers.
+//! Reads that must see a write just made elsewhere (the winner of an idempotency
+//! race) use the writer pool.
+//!
+//! Idempotent inserts ([`Db::insert_event_idempotent`]) claim the key in the table
+//! `idempotency_keys` with `INSERT ... ON CONFLICT DO NOTHING` and store the event
+//! in the same transaction; the primary key on the key, not a prior lookup, decides
+//! which of several concurrent requests wins.
 
 pub mod postgres;
 pub mod sqlite;
 
-use crate::model::{Cursor, Event, EventFilter, EventPage, SummaryQuery, SummaryRow};
+use crate::idempotency::IdempotencyKey;
+use crate::model::{
+    Cursor, CustomerTotals, Event, EventFilter, EventPage, SummaryQuery, SummaryRow,
+};
+
+/// How many times [`Db::insert_event_idempotent`] tries to either claim a key or
+/// read its winner before giving up (a second try is needed only if a winning
+/// record was deleted in between; records are never deleted by the engine).
+const IDEMPOTENT_ATTEMPTS: usize = 3;
+
+/// What [`Db::insert_event_idempotent`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdempotentInsert {
+    /// The key was new: the event was stored, together with the key.
+    Inserted(Event),
+    /// The key was already used for the same request: nothing was stored; this is
+    /// the event stored by that first request.
+    Replayed(Event),
+    /// The key was already used for a different request: nothing was stored.
+    KeyReused,
+}
+
+/// An idempotency record as read back: the fingerprint of the request that
+/// claimed the key and the event it stored.
+#[derive(Debug, Clone, PartialEq)]
+struct StoredRequest {
+    request_hash: String,
+    event: Event,
+}
 
 /// An open database: SQLite or Postgres.
 ///
@@ -96,6 +131,51 @@ impl Db {
         Ok(event)
     }
 
+    /// Stores a new event under an idempotency key, exactly once per key.
+    ///
+    /// Runs once per `POST /events` with an `Idempotency-Key`. In one transaction it
+    /// inserts the key row (`request_hash`, the event id) with `ON CONFLICT DO
+    /// NOTHING` and, if that inserted a row, the event. If the key was taken (by an
+    /// earlier request, or a concurrent one that committed first: the insert waits
+    /// for it), the transaction is rolled back and the winner's record is read from
+    /// the writer pool: [`IdempotentInsert::Replayed`] with the stored event when
+    /// `request_hash` matches, [`IdempotentInsert::KeyReused`] otherwise.
+    pub async fn insert_event_idempotent(
+        &self,
+        event: Event,
+        key: &IdempotencyKey,
+        request_hash: &str,
+    ) -> Result<IdempotentInsert, DbError> {
+        for _ in 0..IDEMPOTENT_ATTEMPTS {
+            let inserted = match self {
+                Db::Sqlite(db) => {
+                    db.insert_event_with_key(&event, key.as_str(), request_hash)
+                        .await?
+                }
+                Db::Postgres(db) => {
+                    db.insert_event_with_key(&event, key.as_str(), request_hash)
+                        .await?
+                }
+            };
+            if inserted {
+                return Ok(IdempotentInsert::Inserted(event));
+            }
+            let stored = match self {
+                Db::Sqlite(db) => db.stored_request(key.as_str()).await?,
+                Db::Postgres(db) => db.stored_request(key.as_str()).await?,
+            };
+            if let Some(stored) = stored {
+                return Ok(if stored.request_hash == request_hash {
+                    IdempotentInsert::Replayed(stored.event)
+                } else {
+                    IdempotentInsert::KeyReused
+                });
+            }
+            tracing::warn!("idempotency record vanished after a conflict; retrying");
+        }
+        Err(DbError::Other(sqlx::Error::RowNotFound))
+    }
+
     /// Fetches one event by id; `None` if there is none.
     pub async fn get_event(&self, id: &str) -> Result<Option<Event>, DbError> {
         match self {
@@ -123,8 +203,9 @@ impl Db {
         Ok(EventPage { data, next_cursor })
     }
 
-    /// Computes gross, refunds, net and count per bucket and currency, ordered by
-    /// bucket then currency. Buckets without events are omitted.
+    /// Computes gross, refunds, net and count per bucket and currency (and product,
+    /// with `group_by=product`), ordered by bucket, currency, product. Buckets
+    /// without events are omitted.
     ///
     /// The sums are exact and cannot overflow, whatever the amounts and however many
     /// events a bucket holds: they are computed without a 64-bit intermediate (see
@@ -133,6 +214,20 @@ impl Db {
         match self {
             Db::Sqlite(db) => db.summary(query).await,
             Db::Postgres(db) => db.summary(query).await,
+        }
+    }
+
+    /// Lifetime totals of one customer, one entry per currency (ordered by
+    /// currency): gross, refunds, lifetime value, count, first and last
+    /// `occurred_at`. Runs once per `GET /customers/{id}`; an empty list when the
+    /// customer has no events.
+    ///
+    /// Reads only that customer's rows through the `(customer_id, occurred_at, id)`
+    /// index; the sums are exact `i128`, as in [`Db::summary`].
+    pub async fn customer_totals(&self, customer_id: &str) -> Result<Vec<CustomerTotals>, DbError> {
+        match self {
+            Db::Sqlite(db) => db.customer_totals(customer_id).await,
+            Db::Postgres(db) => db.customer_totals(customer_id).await,
         }
     }
 
@@ -155,4 +250,204 @@ fn parse_metadata(text: Option<String>) -> Result<Option<serde_json::Value>, sql
 fn parse_kind(text: &str) -> Result<crate::model::Kind, sqlx::Error> {
     crate::model::Kind::parse(text)
         .ok_or_else(|| sqlx::Error::Decode(format!("unknown kind {text:?} in database").into()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::idempotency::{request_hash, IdempotencyKey};
+    use crate::model::{GroupBy, Interval, Kind, NewEvent};
+
+    fn new_event(customer: &str, product: &str, kind: Kind, amount: i64, at: &str) -> NewEvent {
+        NewEvent {
+            customer_id: customer.into(),
+            product: product.into(),
+            kind,
+            amount,
+            currency: "USD",
+            occurred_at: at.parse::<DateTime<Utc>>().unwrap(),
+            metadata: None,
+        }
+    }
+
+    async fn file_db(dir: &tempfile::TempDir) -> Db {
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("t.sqlite").display()
+        );
+        Db::connect(&url, 8).await.unwrap()
+    }
+
+    async fn count_events(db: &Db) -> usize {
+        let filter = EventFilter {
+            limit: 500,
+            ..EventFilter::default()
+        };
+        db.list_events(&filter).await.unwrap().data.len()
+    }
+
+    #[tokio::test]
+    async fn idempotent_insert_stores_once_and_detects_reuse() {
+        let db = Db::connect("sqlite::memory:", 1).await.unwrap();
+        let key = IdempotencyKey::parse(b"key-1").unwrap();
+        let new = new_event("c", "p", Kind::Charge, 100, "2026-01-07T12:00:00Z");
+        let hash = request_hash(&new);
+
+        let first = db
+            .insert_event_idempotent(Event::from_new(new.clone()), &key, &hash)
+            .await
+            .unwrap();
+        let IdempotentInsert::Inserted(stored) = first else {
+            panic!("{first:?}");
+        };
+        // A retry carries a fresh id and created_at; the stored event comes back.
+        let retry = db
+            .insert_event_idempotent(Event::from_new(new.clone()), &key, &hash)
+            .await
+            .unwrap();
+        assert_eq!(retry, IdempotentInsert::Replayed(stored.clone()));
+
+        let other = new_event("c", "p", Kind::Charge, 101, "2026-01-07T12:00:00Z");
+        let reused = db
+            .insert_event_idempotent(Event::from_new(other.clone()), &key, &request_hash(&other))
+            .await
+            .unwrap();
+        assert_eq!(reused, IdempotentInsert::KeyReused);
+        assert_eq!(count_events(&db).await, 1);
+
+        // Another key is another event; plain inserts are unaffected.
+        let key2 = IdempotencyKey::parse(b"key-2").unwrap();
+        let second = db
+            .insert_event_idempotent(Event::from_new(new.clone()), &key2, &hash)
+            .await
+            .unwrap();
+        assert!(matches!(second, IdempotentInsert::Inserted(e) if e.id != stored.id));
+        db.insert_event(Event::from_new(new)).await.unwrap();
+        assert_eq!(count_events(&db).await, 3);
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_of_one_key_store_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = file_db(&dir).await;
+        let new = new_event("c", "p", Kind::Charge, 100, "2026-01-07T12:00:00Z");
+        let hash = request_hash(&new);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (db, new, hash) = (db.clone(), new.clone(), hash.clone());
+                tokio::spawn(async move {
+                    let key = IdempotencyKey::parse(b"same").unwrap();
+                    db.insert_event_idempotent(Event::from_new(new), &key, &hash)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut inserted = Vec::new();
+        let mut replayed = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                IdempotentInsert::Inserted(e) => inserted.push(e),
+                IdempotentInsert::Replayed(e) => replayed.push(e),
+                IdempotentInsert::KeyReused => panic!("same request reported as reuse"),
+            }
+        }
+        assert_eq!(inserted.len(), 1);
+        assert_eq!(replayed.len(), 19);
+        assert!(replayed.iter().all(|e| e == &inserted[0]));
+        assert_eq!(count_events(&db).await, 1);
+    }
+
+    #[tokio::test]
+    async fn customer_totals_are_exact_per_currency() {
+        let db = Db::connect("sqlite::memory:", 1).await.unwrap();
+        assert!(db.customer_totals("nobody").await.unwrap().is_empty());
+        let max = crate::model::MAX_AMOUNT;
+        for (kind, amount, currency, at) in [
+            (Kind::Charge, max, "USD", "2026-01-02T00:00:00Z"),
+            (Kind::Charge, max, "USD", "2026-01-01T00:00:00.5Z"),
+            (Kind::Refund, 7, "USD", "2026-03-01T00:00:00Z"),
+            (Kind::Refund, 50, "EUR", "2026-02-01T00:00:00Z"),
+            (Kind::Charge, 20, "EUR", "2026-02-02T00:00:00Z"),
+        ] {
+            let mut new = new_event("cus", "p", kind, amount, at);
+            new.currency = currency;
+            db.insert_event(Event::from_new(new)).await.unwrap();
+        }
+        db.insert_event(Event::from_new(new_event(
+            "other",
+            "p",
+            Kind::Charge,
+            1,
+            "2025-01-01T00:00:00Z",
+        )))
+        .await
+        .unwrap();
+        let totals = db.customer_totals("cus").await.unwrap();
+        let ts = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            totals,
+            vec![
+                CustomerTotals {
+                    currency: "EUR".into(),
+                    lifetime_value: -30,
+                    gross: 20,
+                    refunds: 50,
+                    count: 2,
+                    first_occurred_at: ts("2026-02-01T00:00:00Z"),
+                    last_occurred_at: ts("2026-02-02T00:00:00Z"),
+                },
+                CustomerTotals {
+                    currency: "USD".into(),
+                    lifetime_value: 2 * i128::from(max) - 7,
+                    gross: 2 * i128::from(max),
+                    refunds: 7,
+                    count: 3,
+                    first_occurred_at: ts("2026-01-01T00:00:00.5Z"),
+                    last_occurred_at: ts("2026-03-01T00:00:00Z"),
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn summary_groups_by_product_on_request() {
+        let db = Db::connect("sqlite::memory:", 1).await.unwrap();
+        for (product, kind, amount) in [
+            ("pro", Kind::Charge, 10),
+            ("basic", Kind::Charge, 5),
+            ("pro", Kind::Refund, 3),
+        ] {
+            let new = new_event("c", product, kind, amount, "2026-01-07T12:00:00Z");
+            db.insert_event(Event::from_new(new)).await.unwrap();
+        }
+        let mut query = SummaryQuery {
+            from: None,
+            to: None,
+            interval: Interval::Day,
+            currency: None,
+            group_by: None,
+        };
+        let rows = db.summary(&query).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].product.clone(), rows[0].net), (None, 12));
+        query.group_by = Some(GroupBy::Product);
+        let rows: Vec<_> = db
+            .summary(&query)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.product, r.gross, r.refunds, r.net, r.count))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (Some("basic".to_owned()), 5, 0, 5, 1),
+                (Some("pro".to_owned()), 10, 3, 7, 2),
+            ]
+        );
+    }
 }

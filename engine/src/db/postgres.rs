@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::Query;
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::{parse_kind, parse_metadata, DbError};
-use crate::model::{Event, EventFilter, Interval, SummaryQuery, SummaryRow};
+use super::{parse_kind, parse_metadata, DbError, StoredRequest};
+use crate::model::{
+    CustomerTotals, Event, EventFilter, GroupBy, Interval, SummaryQuery, SummaryRow,
+};
 
 const EVENT_COLUMNS: &str = "id, customer_id, product, kind, amount, currency, occurred_at, \
      created_at, metadata::text AS metadata";
@@ -52,24 +55,61 @@ impl PgDb {
     }
 
     pub(super) async fn insert_event(&self, e: &Event) -> Result<(), DbError> {
-        let metadata = e.metadata.as_ref().map(|m| m.to_string());
-        sqlx::query(
-            "INSERT INTO revenue_events \
-             (id, customer_id, product, kind, amount, currency, occurred_at, created_at, metadata) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CAST($9 AS JSONB))",
-        )
-        .bind(&e.id)
-        .bind(&e.customer_id)
-        .bind(&e.product)
-        .bind(e.kind.as_str())
-        .bind(e.amount)
-        .bind(&e.currency)
-        .bind(e.occurred_at)
-        .bind(e.created_at)
-        .bind(metadata)
-        .execute(&self.writer)
-        .await?;
+        insert_event_query(e).execute(&self.writer).await?;
         Ok(())
+    }
+
+    /// Claims `key` and stores `e` in one transaction; `false` (nothing stored) if
+    /// the key was already claimed. While another transaction holds an uncommitted
+    /// claim on the same key, the `INSERT` waits for it: if it commits, this one
+    /// conflicts; if it rolls back, this one claims the key.
+    pub(super) async fn insert_event_with_key(
+        &self,
+        e: &Event,
+        key: &str,
+        request_hash: &str,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.writer.begin().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (idempotency_key, request_hash, event_id, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(request_hash)
+        .bind(&e.id)
+        .bind(e.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_event_query(e).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The record of `key` and the event it stored, read on the writer pool in its
+    /// own statement (so it sees the winner's commit whatever the isolation level).
+    pub(super) async fn stored_request(&self, key: &str) -> Result<Option<StoredRequest>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT k.request_hash, {} FROM idempotency_keys k \
+             JOIN revenue_events e ON e.id = k.event_id WHERE k.idempotency_key = $1",
+            prefixed_event_columns("e")
+        ))
+        .bind(key)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(|r| {
+            Ok(StoredRequest {
+                request_hash: r.try_get("request_hash")?,
+                event: event_from_row(&r)?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| DbError::from(e))
     }
 
     pub(super) async fn get_event(&self, id: &str) -> Result<Option<Event>, DbError> {
@@ -124,18 +164,21 @@ impl PgDb {
             Interval::Day => "YYYY-MM-DD",
             Interval::Month => "YYYY-MM",
         };
+        let by_product = q.group_by == Some(GroupBy::Product);
+        let product = if by_product { "product, " } else { "" };
         let mut qb = QueryBuilder::<Postgres>::new(format!(
             "SELECT to_char(occurred_at AT TIME ZONE 'UTC', '{format}') AS bucket, currency, \
-             CAST(SUM(CASE WHEN kind = 'charge' THEN amount ELSE 0 END) AS TEXT) AS gross, \
-             CAST(SUM(CASE WHEN kind = 'refund' THEN amount ELSE 0 END) AS TEXT) AS refunds, \
-             COUNT(*) AS count \
-             FROM revenue_events WHERE TRUE"
+             {product}{SUM_COLUMNS}, COUNT(*) AS count FROM revenue_events WHERE TRUE"
         ));
         if let Some(v) = q.currency {
             qb.push(" AND currency = ").push_bind(v);
         }
         push_range(&mut qb, q.from, q.to);
-        qb.push(" GROUP BY 1, 2 ORDER BY bucket, currency");
+        if by_product {
+            qb.push(" GROUP BY 1, 2, 3 ORDER BY bucket, currency, product");
+        } else {
+            qb.push(" GROUP BY 1, 2 ORDER BY bucket, currency");
+        }
         let rows = qb.build().fetch_all(&self.reader).await?;
         rows.iter()
             .map(|r| {
@@ -144,6 +187,11 @@ impl PgDb {
                 Ok(SummaryRow {
                     bucket: r.try_get("bucket")?,
                     currency: r.try_get("currency")?,
+                    product: if by_product {
+                        Some(r.try_get("product")?)
+                    } else {
+                        None
+                    },
                     gross,
                     refunds,
                     net: gross - refunds,
@@ -154,10 +202,73 @@ impl PgDb {
             .map_err(DbError::from)
     }
 
+    pub(super) async fn customer_totals(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<CustomerTotals>, DbError> {
+        let rows = sqlx::query(&format!(
+            "SELECT currency, {SUM_COLUMNS}, COUNT(*) AS count, \
+             MIN(occurred_at) AS first_occurred_at, MAX(occurred_at) AS last_occurred_at \
+             FROM revenue_events WHERE customer_id = $1 GROUP BY currency ORDER BY currency"
+        ))
+        .bind(customer_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let gross = exact_sum(r, "gross")?;
+                let refunds = exact_sum(r, "refunds")?;
+                Ok(CustomerTotals {
+                    currency: r.try_get("currency")?,
+                    lifetime_value: gross - refunds,
+                    gross,
+                    refunds,
+                    count: r.try_get("count")?,
+                    first_occurred_at: r.try_get("first_occurred_at")?,
+                    last_occurred_at: r.try_get("last_occurred_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
     pub(super) async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
     }
+}
+
+/// The select-list columns of the exact `gross` and `refunds` totals, as text
+/// (see [`exact_sum`]).
+const SUM_COLUMNS: &str = "CAST(SUM(CASE WHEN kind = 'charge' THEN amount ELSE 0 END) AS TEXT) \
+     AS gross, CAST(SUM(CASE WHEN kind = 'refund' THEN amount ELSE 0 END) AS TEXT) AS refunds";
+
+/// [`EVENT_COLUMNS`] qualified with a table alias, for joins.
+fn prefixed_event_columns(alias: &str) -> String {
+    EVENT_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `INSERT` of one event, to run on the pool or inside a transaction.
+fn insert_event_query(e: &Event) -> Query<'_, Postgres, PgArguments> {
+    let metadata = e.metadata.as_ref().map(|m| m.to_string());
+    sqlx::query(
+        "INSERT INTO revenue_events \
+         (id, customer_id, product, kind, amount, currency, occurred_at, created_at, metadata) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CAST($9 AS JSONB))",
+    )
+    .bind(&e.id)
+    .bind(&e.customer_id)
+    .bind(&e.product)
+    .bind(e.kind.as_str())
+    .bind(e.amount)
+    .bind(&e.currency)
+    .bind(e.occurred_at)
+    .bind(e.created_at)
+    .bind(metadata)
 }
 
 /// The exact total in column `name` of a summary row. `SUM(bigint)` is an exact

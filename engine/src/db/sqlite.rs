@@ -8,14 +8,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use sqlx::query::Query;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{parse_kind, parse_metadata, DbError};
-use crate::model::{Event, EventFilter, Interval, SummaryQuery, SummaryRow};
+use super::{parse_kind, parse_metadata, DbError, StoredRequest};
+use crate::model::{
+    CustomerTotals, Event, EventFilter, GroupBy, Interval, SummaryQuery, SummaryRow,
+};
 
 const EVENT_COLUMNS: &str =
     "id, customer_id, product, kind, amount, currency, occurred_at, created_at, metadata";
@@ -97,24 +100,60 @@ impl SqliteDb {
     }
 
     pub(super) async fn insert_event(&self, e: &Event) -> Result<(), DbError> {
-        let metadata = e.metadata.as_ref().map(|m| m.to_string());
-        sqlx::query(
-            "INSERT INTO revenue_events \
-             (id, customer_id, product, kind, amount, currency, occurred_at, created_at, metadata) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&e.id)
-        .bind(&e.customer_id)
-        .bind(&e.product)
-        .bind(e.kind.as_str())
-        .bind(e.amount)
-        .bind(&e.currency)
-        .bind(to_text(&e.occurred_at))
-        .bind(to_text(&e.created_at))
-        .bind(metadata)
-        .execute(self.writer())
-        .await?;
+        insert_event_query(e).execute(self.writer()).await?;
         Ok(())
+    }
+
+    /// Claims `key` and stores `e` in one transaction; `false` (nothing stored) if
+    /// the key was already claimed. `BEGIN IMMEDIATE` takes the write lock first
+    /// (waiting up to the busy timeout), so concurrent claims run one after the
+    /// other and a loser sees the winner's committed row as the conflict.
+    pub(super) async fn insert_event_with_key(
+        &self,
+        e: &Event,
+        key: &str,
+        request_hash: &str,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (idempotency_key, request_hash, event_id, created_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(request_hash)
+        .bind(&e.id)
+        .bind(to_text(&e.created_at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_event_query(e).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The record of `key` and the event it stored, read on the writer pool.
+    pub(super) async fn stored_request(&self, key: &str) -> Result<Option<StoredRequest>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT k.request_hash, {} FROM idempotency_keys k \
+             JOIN revenue_events e ON e.id = k.event_id WHERE k.idempotency_key = ?",
+            prefixed_event_columns("e")
+        ))
+        .bind(key)
+        .fetch_optional(self.writer())
+        .await?;
+        row.map(|r| {
+            Ok(StoredRequest {
+                request_hash: r.try_get("request_hash")?,
+                event: event_from_row(&r)?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| DbError::from(e))
     }
 
     pub(super) async fn get_event(&self, id: &str) -> Result<Option<Event>, DbError> {
@@ -169,21 +208,22 @@ impl SqliteDb {
             Interval::Day => 10,  // YYYY-MM-DD
             Interval::Month => 7, // YYYY-MM
         };
-        let mut sql = format!("SELECT substr(occurred_at, 1, {bucket_len}) AS bucket, currency, ");
-        for (kind, name) in [("charge", "gross"), ("refund", "refunds")] {
-            for (part, expr) in SUM_PARTS {
-                sql.push_str(&format!(
-                    "SUM(CASE WHEN kind = '{kind}' THEN {expr} ELSE 0 END) AS {name}_{part}, "
-                ));
-            }
-        }
-        sql.push_str("COUNT(*) AS count FROM revenue_events WHERE 1 = 1");
-        let mut qb = QueryBuilder::<Sqlite>::new(sql);
+        let by_product = q.group_by == Some(GroupBy::Product);
+        let product = if by_product { "product, " } else { "" };
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT substr(occurred_at, 1, {bucket_len}) AS bucket, currency, {product}{} \
+             COUNT(*) AS count FROM revenue_events WHERE 1 = 1",
+            sum_columns()
+        ));
         if let Some(v) = q.currency {
             qb.push(" AND currency = ").push_bind(v);
         }
         push_range(&mut qb, q.from.as_ref(), q.to.as_ref());
-        qb.push(" GROUP BY bucket, currency ORDER BY bucket, currency");
+        if by_product {
+            qb.push(" GROUP BY bucket, currency, product ORDER BY bucket, currency, product");
+        } else {
+            qb.push(" GROUP BY bucket, currency ORDER BY bucket, currency");
+        }
         let rows = qb.build().fetch_all(self.reader()).await?;
         rows.iter()
             .map(|r| {
@@ -192,10 +232,41 @@ impl SqliteDb {
                 Ok(SummaryRow {
                     bucket: r.try_get("bucket")?,
                     currency: r.try_get("currency")?,
+                    product: if by_product {
+                        Some(r.try_get("product")?)
+                    } else {
+                        None
+                    },
                     gross,
                     refunds,
                     net: gross - refunds,
                     count: r.try_get("count")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
+    pub(super) async fn customer_totals(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<CustomerTotals>, DbError> {
+        let rows = sqlx::query(&customer_totals_sql())
+            .bind(customer_id)
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let gross = exact_sum(r, "gross")?;
+                let refunds = exact_sum(r, "refunds")?;
+                Ok(CustomerTotals {
+                    currency: r.try_get("currency")?,
+                    lifetime_value: gross - refunds,
+                    gross,
+                    refunds,
+                    count: r.try_get("count")?,
+                    first_occurred_at: from_text(r.try_get("first_occurred_at")?)?,
+                    last_occurred_at: from_text(r.try_get("last_occurred_at")?)?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -218,6 +289,60 @@ const SUM_PARTS: [(&str, &str); 3] = [
     ("mid", "amount / 1000000 % 1000000"),
     ("lo", "amount % 1000000"),
 ];
+
+/// The select-list columns of the exact `gross` and `refunds` totals, in
+/// [`SUM_PARTS`] (each followed by a comma and a space).
+fn sum_columns() -> String {
+    let mut sql = String::new();
+    for (kind, name) in [("charge", "gross"), ("refund", "refunds")] {
+        for (part, expr) in SUM_PARTS {
+            sql.push_str(&format!(
+                "SUM(CASE WHEN kind = '{kind}' THEN {expr} ELSE 0 END) AS {name}_{part}, "
+            ));
+        }
+    }
+    sql
+}
+
+/// The query of [`SqliteDb::customer_totals`] (one placeholder: the customer). The
+/// equality on `customer_id` is answered by the `(customer_id, occurred_at, id)`
+/// index.
+fn customer_totals_sql() -> String {
+    format!(
+        "SELECT currency, {}COUNT(*) AS count, MIN(occurred_at) AS first_occurred_at, \
+         MAX(occurred_at) AS last_occurred_at FROM revenue_events WHERE customer_id = ? \
+         GROUP BY currency ORDER BY currency",
+        sum_columns()
+    )
+}
+
+/// [`EVENT_COLUMNS`] qualified with a table alias, for joins.
+fn prefixed_event_columns(alias: &str) -> String {
+    EVENT_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `INSERT` of one event, to run on the pool or inside a transaction.
+fn insert_event_query(e: &Event) -> Query<'_, Sqlite, SqliteArguments<'_>> {
+    let metadata = e.metadata.as_ref().map(|m| m.to_string());
+    sqlx::query(
+        "INSERT INTO revenue_events \
+         (id, customer_id, product, kind, amount, currency, occurred_at, created_at, metadata) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&e.id)
+    .bind(&e.customer_id)
+    .bind(&e.product)
+    .bind(e.kind.as_str())
+    .bind(e.amount)
+    .bind(&e.currency)
+    .bind(to_text(&e.occurred_at))
+    .bind(to_text(&e.created_at))
+    .bind(metadata)
+}
 
 /// The exact total `name` (`gross` or `refunds`) of a summary row, from its
 /// [`SUM_PARTS`] columns.
@@ -254,4 +379,31 @@ fn event_from_row(r: &SqliteRow) -> Result<Event, sqlx::Error> {
         created_at: from_text(r.try_get("created_at")?)?,
         metadata: parse_metadata(r.try_get("metadata")?)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// The customer query reads through the `(customer_id, occurred_at, id)` index,
+    /// not a full scan.
+    #[tokio::test]
+    async fn customer_totals_use_the_customer_index() {
+        let db = SqliteDb::connect("sqlite::memory:", 1).await.unwrap();
+        let plan: Vec<String> =
+            sqlx::query(&format!("EXPLAIN QUERY PLAN {}", customer_totals_sql()))
+                .bind("cus")
+                .fetch_all(db.reader())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("USING INDEX revenue_events_customer_occurred_at")),
+            "{plan:?}"
+        );
+    }
 }

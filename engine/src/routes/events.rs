@@ -1,13 +1,15 @@
-//! `POST /events` (record a charge or refund), `GET /events` (list with filters
-//! and keyset pagination) and `GET /events/{id}`.
+//! `POST /events` (record a charge or refund, optionally idempotently), `GET
+//! /events` (list with filters and keyset pagination) and `GET /events/{id}`.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{JsonBody, PathParam, QueryPairs, API_PREFIX};
+use super::{IdempotencyKeyHeader, JsonBody, PathParam, QueryPairs, API_PREFIX};
+use crate::db::IdempotentInsert;
 use crate::error::AppError;
+use crate::idempotency;
 use crate::model::{is_event_id, Event, EventPage};
 use crate::state::AppState;
 use crate::validation;
@@ -15,20 +17,69 @@ use crate::validation;
 /// `POST /api/v1/revenue/events`: validates the body, stores the event and answers
 /// 201 with the stored event and a `Location` header. 400 for unusable bodies, 422
 /// naming the field for invalid ones.
+///
+/// With an `Idempotency-Key` header (see [`crate::idempotency`]) the event is
+/// stored at most once per key: a retry with the same key and the same request
+/// (compared by [`idempotency::request_hash`]) answers 201 with the event stored the
+/// first time and `Idempotent-Replayed: true`; the same key with a different
+/// request answers 409 `idempotency_key_reused`. An invalid key is a 422 naming
+/// `Idempotency-Key`, checked before the body.
 pub async fn create_event(
     State(state): State<AppState>,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
     let new = validation::new_event(&body)?;
-    let event = state.db.insert_event(Event::from_new(new)).await?;
-    tracing::debug!(id = event.id, "event recorded");
+    let Some(key) = key else {
+        let event = state.db.insert_event(Event::from_new(new)).await?;
+        tracing::debug!(id = event.id, "event recorded");
+        return Ok(created(event, false));
+    };
+    let hash = idempotency::request_hash(&new);
+    match state
+        .db
+        .insert_event_idempotent(Event::from_new(new), &key, &hash)
+        .await?
+    {
+        IdempotentInsert::Inserted(event) => {
+            tracing::debug!(id = event.id, "event recorded under an idempotency key");
+            Ok(created(event, false))
+        }
+        IdempotentInsert::Replayed(event) => {
+            tracing::debug!(
+                id = event.id,
+                "idempotent retry: answering with the stored event"
+            );
+            Ok(created(event, true))
+        }
+        IdempotentInsert::KeyReused => Err(AppError::Conflict {
+            code: "idempotency_key_reused",
+            message: format!(
+                "this {} was already used for a different request; \
+                 use a new key for a new event",
+                idempotency::KEY_FIELD
+            ),
+        }),
+    }
+}
+
+/// The 201 answer for a stored event: `Location` header, the event as JSON, and
+/// `Idempotent-Replayed: true` when it was stored by an earlier request.
+fn created(event: Event, replayed: bool) -> Response {
     let location = format!("{API_PREFIX}/events/{}", event.id);
-    Ok((
+    let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(event),
     )
-        .into_response())
+        .into_response();
+    if replayed {
+        response.headers_mut().insert(
+            idempotency::REPLAYED_HEADER,
+            HeaderValue::from_static("true"),
+        );
+    }
+    response
 }
 
 /// `GET /api/v1/revenue/events`: one page of events, newest first, as

@@ -8,12 +8,15 @@
 //! | GET | `/api/v1/revenue/events` | [`events::list_events`] |
 //! | GET | `/api/v1/revenue/events/{id}` | [`events::get_event`] |
 //! | GET | `/api/v1/revenue/summary` | [`summary::get_summary`] |
+//! | GET | `/api/v1/revenue/customers/{id}` | [`customers::get_customer`] |
 //!
 //! Unknown paths answer 404 and known paths with the wrong method 405 (with an
 //! `Allow` header listing the route's methods), both with the JSON error body of
 //! [`AppError`]; so do all extractor failures (see [`JsonBody`], [`QueryPairs`],
-//! [`PathParam`]). Request bodies are limited to [`BODY_LIMIT`].
+//! [`PathParam`], [`IdempotencyKeyHeader`]). Request bodies are limited to
+//! [`BODY_LIMIT`].
 
+pub mod customers;
 pub mod events;
 pub mod health;
 pub mod summary;
@@ -31,6 +34,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::error::AppError;
+use crate::idempotency::IdempotencyKey;
 use crate::state::AppState;
 
 /// Path prefix of the revenue API.
@@ -48,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/events/{id}", get(events::get_event))
         .route("/summary", get(summary::get_summary))
+        .route("/customers/{id}", get(customers::get_customer))
         .merge(health_routes());
 
     Router::new()
@@ -141,5 +146,19 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
                 .await
                 .map_err(|e: QueryRejection| AppError::from(e))?;
         Ok(QueryPairs(pairs))
+    }
+}
+
+/// The optional `Idempotency-Key` request header, checked before the body is read:
+/// `None` without the header, 422 naming `Idempotency-Key` for an invalid value or
+/// a repeated header (see [`IdempotencyKey::from_headers`]).
+#[derive(Debug)]
+pub struct IdempotencyKeyHeader(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        IdempotencyKey::from_headers(&parts.headers).map(IdempotencyKeyHeader)
     }
 }

@@ -9,15 +9,17 @@ use crate::model::Summary;
 use crate::state::AppState;
 use crate::validation;
 
-/// `GET /api/v1/revenue/summary?from=&to=&interval=day|month&currency=`.
+/// `GET /api/v1/revenue/summary?from=&to=&interval=day|month&currency=&group_by=product`.
 ///
 /// `from`/`to` are optional RFC 3339 bounds (half-open `[from, to)`; absent means
 /// unbounded), `interval` defaults to `day`, `currency` is optional (absent: one
 /// row per bucket and currency; currencies are never added together). Buckets are
 /// UTC calendar days (`YYYY-MM-DD`) or months (`YYYY-MM`); a bucket that `from` or
-/// `to` cuts only counts the events inside the range. Answers 200 with
-/// `{"interval", "from", "to", "currency", "data": [{bucket, currency, gross,
-/// refunds, net, count}]}`, or 422 naming a bad parameter.
+/// `to` cuts only counts the events inside the range. `group_by=product` (the only
+/// value) also groups by product: one row per bucket, currency and product, each
+/// with a `"product"`. Answers 200 with `{"interval", "from", "to", "currency",
+/// "group_by", "data": [{bucket, currency, [product,] gross, refunds, net,
+/// count}]}`, or 422 naming a bad parameter.
 pub async fn get_summary(
     State(state): State<AppState>,
     QueryPairs(pairs): QueryPairs,
@@ -29,6 +31,7 @@ pub async fn get_summary(
         from: query.from,
         to: query.to,
         currency: query.currency,
+        group_by: query.group_by,
         data,
     }))
 }

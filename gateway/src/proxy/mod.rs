@@ -383,7 +383,11 @@ impl ProxyHttp for GatewayProxy {
         // As nginx's `proxy_next_upstream error timeout`: an idempotent request whose
         // response has not started may go to the upstream again, up to
         // `service.retries` more times. Anything else is never replayed.
+        // Only the upstream's failures: a client that went away, or an answer the
+        // gateway turned down on purpose (`HTTPStatus`), is not a reason to ask again.
         let replayable = session.req_header().method.is_idempotent()
+            && *e.esource() == ErrorSource::Upstream
+            && !matches!(e.etype(), ErrorType::HTTPStatus(_))
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
         if replayable && ctx.tries <= service_retries(ctx) {
@@ -547,7 +551,16 @@ impl ProxyHttp for GatewayProxy {
     ) -> pingora_error::Result<()> {
         ctx.upstream_latency_ms = ctx.upstream_sent.map(|t| t.elapsed().as_millis());
         if let Some(cache) = ctx.cache.as_mut() {
-            cache.on_upstream_response(upstream_response);
+            if cache.on_upstream_response(upstream_response) {
+                // The upstream failed and a stale entry may answer instead: stop here;
+                // `fail_to_proxy` sends the whole stale response.
+                let status = upstream_response.status.as_u16();
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "upstream failed; answering from a stale cache entry",
+                )
+                .into_up());
+            }
         }
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
             && !session
@@ -572,6 +585,11 @@ impl ProxyHttp for GatewayProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
+        if resp.status.is_informational() {
+            // 1xx (103 Early Hints) go out as the upstream sent them; the final
+            // response gets Kong's and the plugins' headers.
+            return Ok(());
+        }
         let te_trailers = header_str(session.req_header(), "te").is_some_and(|v| {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))

@@ -141,7 +141,17 @@ pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Conf
     let types = fields.str_list("content_type", errs);
     non_empty(&fields, "content_type", types.len(), errs);
     let content_type = if fields.has("content_type") {
-        types.into_iter().map(|(t, _, _)| t).collect()
+        types
+            .into_iter()
+            .filter_map(|(t, path, line)| {
+                if super::policy::is_media_type(&t) {
+                    Some(t)
+                } else {
+                    errs.push(&path, line, "not a media type (expected type/subtype)");
+                    None
+                }
+            })
+            .collect()
     } else {
         vec!["text/plain".to_string(), "application/json".to_string()]
     };
@@ -173,11 +183,15 @@ pub fn decode(node: Option<&Node>, path: &str, errs: &mut Errors) -> Option<Conf
             .collect()
     });
     let vary_headers = fields.has("vary_headers").then(|| {
-        fields
-            .str_list("vary_headers", errs)
-            .into_iter()
-            .map(|(s, _, _)| s.to_ascii_lowercase())
-            .collect()
+        let mut names = Vec::new();
+        for (s, path, line) in fields.str_list("vary_headers", errs) {
+            if http::HeaderName::from_bytes(s.as_bytes()).is_ok() {
+                names.push(s.to_ascii_lowercase());
+            } else {
+                errs.push(&path, line, "bad header name");
+            }
+        }
+        names
     });
 
     let response_headers = response_headers(&fields, errs);
@@ -277,7 +291,15 @@ fn non_empty(fields: &Fields<'_>, key: &str, len: usize, errs: &mut Errors) {
 fn seconds(fields: &Fields<'_>, key: &str, min: i64, errs: &mut Errors) -> Option<u64> {
     let node = fields.node(key)?;
     match node.value {
-        Value::Int(i) if i >= min => Some(i as u64),
+        Value::Int(i) if i >= min && i as u64 <= super::store::MAX_TTL => Some(i as u64),
+        Value::Int(i) if i >= min => {
+            errs.push(
+                &fields.path_of(key),
+                node.line,
+                format!("value must be at most {}", super::store::MAX_TTL),
+            );
+            None
+        }
         Value::Int(_) => {
             let message = if min > 0 {
                 format!("value must be greater than {}", min - 1)

@@ -2,6 +2,8 @@
 //! with the parts this gateway always includes for safety: the consumer on
 //! authenticated requests, the scheme and host, the method class (GET and HEAD share
 //! entries), the normalised path, and the vary'd query arguments in sorted order.
+//! Separators inside names, values and the path are escaped, so no request can
+//! spell another request's key.
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -45,7 +47,7 @@ pub fn cache_key(config: &Config, input: &KeyInput<'_>) -> String {
         Some(c) => format!("{c}:{}", input.route),
         None => input.route.to_string(),
     };
-    let mut uri = format!("{}://{}{}", input.scheme, input.host, input.path);
+    let mut uri = format!("{}://{}{}", input.scheme, input.host, input.path).replace('|', "%7C");
     if config.ignore_uri_case {
         uri = uri.to_lowercase();
     }
@@ -61,8 +63,36 @@ pub fn cache_key(config: &Config, input: &KeyInput<'_>) -> String {
     hex::encode(Sha256::digest(raw.as_bytes()))
 }
 
-/// `k=v` pairs joined by `:`, keys sorted (or in the configured order), repeated
-/// values sorted and joined by `,`, value-less arguments as just the name.
+/// Escapes the characters the key uses as separators, so distinct arguments can
+/// never spell the same key (`a=b:c=d` as one value is not `a=b` and `c=d`).
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            ',' => out.push_str("%2C"),
+            '=' => out.push_str("%3D"),
+            '|' => out.push_str("%7C"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One argument: its escaped name, then each value sorted, `=value` for a value and
+/// nothing for a bare name, joined by `,` (so `a&a=1` differs from `a=1`).
+fn render(name: &str, values: &[Option<String>]) -> String {
+    let mut vals: Vec<Option<&str>> = values.iter().map(|v| v.as_deref()).collect();
+    vals.sort_unstable();
+    let parts: Vec<String> = vals
+        .iter()
+        .map(|v| v.map_or(String::new(), |v| format!("={}", esc(v))))
+        .collect();
+    format!("{}{}", esc(name), parts.join(","))
+}
+
+/// Arguments joined by `:`, names sorted (or in the configured order).
 fn params(query: &str, only: Option<&[String]>) -> String {
     let mut args: std::collections::BTreeMap<String, Vec<Option<String>>> = Default::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -72,14 +102,6 @@ fn params(query: &str, only: Option<&[String]>) -> String {
         };
         args.entry(k).or_default().push(v);
     }
-    let render = |name: &str, values: &[Option<String>]| -> String {
-        let mut vals: Vec<&str> = values.iter().filter_map(|v| v.as_deref()).collect();
-        if vals.is_empty() {
-            return name.to_string();
-        }
-        vals.sort_unstable();
-        format!("{name}={}", vals.join(","))
-    };
     match only {
         None => args
             .iter()
@@ -101,16 +123,12 @@ fn vary_headers(headers: &http::HeaderMap, names: Option<&[String]>) -> String {
     names
         .iter()
         .filter_map(|n| {
-            let mut vals: Vec<String> = headers
+            let vals: Vec<Option<String>> = headers
                 .get_all(n.as_str())
                 .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .map(|v| Some(String::from_utf8_lossy(v.as_bytes()).into_owned()))
                 .collect();
-            if vals.is_empty() {
-                return None;
-            }
-            vals.sort_unstable();
-            Some(format!("{n}={}", vals.join(",")))
+            (!vals.is_empty()).then(|| render(n, &vals))
         })
         .collect::<Vec<_>>()
         .join(":")
@@ -122,7 +140,12 @@ mod tests {
 
     #[test]
     fn params_are_sorted_decoded_and_grouped() {
-        assert_eq!(params("b=2&a=1&a=0&c&d=%20x", None), "a=0,1:b=2:c:d= x");
+        assert_eq!(params("b=2&a=1&a=0&c&d=%20x", None), "a=0,=1:b=2:c:d= x");
+        // Separators inside values cannot forge other arguments.
+        assert_ne!(params("a=b:c=d", None), params("a=b&c=d", None));
+        assert_ne!(params("a=1,2", None), params("a=1&a=2", None));
+        assert_ne!(params("a&a=1", None), params("a=1", None));
+        assert_ne!(params("a=", None), params("a", None));
         assert_eq!(params("", None), "");
         let only = vec!["b".to_string(), "a".to_string()];
         assert_eq!(params("a=1&b=2&z=9", Some(&only)), "b=2:a=1");
@@ -135,7 +158,16 @@ mod tests {
         h.append("x-a", "z".parse().unwrap());
         h.append("x-a", "y".parse().unwrap());
         let names = vec!["x-a".to_string(), "x-b".to_string(), "x-none".to_string()];
-        assert_eq!(vary_headers(&h, Some(&names)), "x-a=y,z:x-b=2");
+        assert_eq!(vary_headers(&h, Some(&names)), "x-a=y,=z:x-b=2");
+        let mut forged = http::HeaderMap::new();
+        forged.append("x-a", "y:x-b=2".parse().unwrap());
+        let mut real = http::HeaderMap::new();
+        real.append("x-a", "y".parse().unwrap());
+        real.append("x-b", "2".parse().unwrap());
+        assert_ne!(
+            vary_headers(&forged, Some(&names)),
+            vary_headers(&real, Some(&names))
+        );
         assert_eq!(vary_headers(&h, None), "");
     }
 }

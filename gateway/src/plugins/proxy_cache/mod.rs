@@ -31,7 +31,7 @@ use policy::{Freshness, RequestDecision};
 use store::{CacheStore, Entry, Fill, FillGuard};
 
 /// How long a request waits for another request that is fetching the same key.
-const FILL_WAIT: Duration = Duration::from_secs(30);
+const FILL_WAIT: Duration = Duration::from_secs(10);
 
 /// `X-Cache-Status` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +93,6 @@ pub struct CacheState {
     fill: Option<FillGuard>,
     stale: Option<Arc<Entry>>,
     capture: Option<Capture>,
-    serving_stale: bool,
 }
 
 impl ProxyCache {
@@ -129,7 +128,6 @@ impl ProxyCache {
             fill: None,
             stale: None,
             capture: None,
-            serving_stale: false,
         }
     }
 
@@ -177,25 +175,33 @@ impl CacheState {
     /// Called with the upstream's response header, before anything reaches the
     /// client: decides whether to store it, or (upstream 5xx with a usable stale
     /// entry) replaces it with the stale entry.
-    pub fn on_upstream_response(&mut self, resp: &mut ResponseHeader) {
+    ///
+    /// Returns `true` when the upstream answered 5xx and a stale entry within its
+    /// grace period should answer instead (the proxy then abandons the upstream
+    /// response and calls [`CacheState::stale_for_error`]).
+    pub fn on_upstream_response(&mut self, resp: &mut ResponseHeader) -> bool {
         if !matches!(self.status, Status::Miss | Status::Refresh) {
-            return;
+            return false;
         }
         let status = resp.status.as_u16();
-        if status >= 500 {
-            if let Some((header, _)) = self.usable_stale() {
-                *resp = *header;
-                self.serving_stale = true;
-                self.status = Status::Stale;
-                self.fill = None;
-                return;
-            }
+        if status < 200 {
+            // 1xx (103 Early Hints): the final response is still to come.
+            return false;
+        }
+        if status >= 500 && self.usable_stale().is_some() {
+            return true;
         }
         if self.head {
-            return;
+            return false;
         }
+        let too_big = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .is_some_and(|n| n > self.inner.config.max_body_size);
         let cfg = &self.inner.config;
-        match policy::response(cfg, status, &resp.headers, SystemTime::now()) {
+        match policy::response(cfg, status, &resp.headers, SystemTime::now()).filter(|_| !too_big) {
             Some(s) => {
                 let headers = resp
                     .headers
@@ -217,19 +223,12 @@ impl CacheState {
                 self.fill = None;
             }
         }
+        false
     }
 
     /// Called with each response body chunk: collects a response being stored and
     /// stores it at the end; swaps in the stale body when serving stale.
     pub fn on_body(&mut self, body: &mut Option<Bytes>, end: bool) {
-        if self.serving_stale {
-            let stale = self.stale.take();
-            *body = match stale {
-                Some(e) if !self.head => Some(e.body.clone()),
-                _ => None,
-            };
-            return;
-        }
         let Some(capture) = self.capture.as_mut() else {
             return;
         };
@@ -260,8 +259,10 @@ impl CacheState {
             storage_ttl: capture.storage_ttl,
         });
         let inner = &self.inner;
-        inner.store.put_memory(entry.clone());
-        inner.store.stats.stores.fetch_add(1, Ordering::Relaxed);
+        let in_memory = inner.store.put_memory(entry.clone());
+        if in_memory || inner.redis.is_some() {
+            inner.store.stats.stores.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(link) = &inner.redis {
             store::put_redis(link.clone(), inner.store.clone(), entry);
         }
@@ -301,7 +302,7 @@ impl CacheState {
                 let _ = resp.insert_header("X-Cache-Key", key.as_str());
             }
         }
-        if !(self.debug || shown.age) {
+        if matches!(self.status, Status::Hit | Status::Stale) && !(self.debug || shown.age) {
             resp.remove_header("age");
         }
     }
@@ -416,9 +417,33 @@ impl Plugin for ProxyCache {
                 Freshness::Stale => {
                     state.status = Status::Refresh;
                     state.stale = Some(entry);
-                    if state.fill.is_none() && !head {
-                        if let Fill::Leader(guard) = self.inner.store.fill(&key) {
-                            state.fill = Some(guard);
+                    if state.fill.is_none() && !head && !directives.only_if_cached {
+                        // One request refreshes; the others wait for its answer.
+                        match self.inner.store.fill(&key) {
+                            Fill::Leader(guard) => state.fill = Some(guard),
+                            Fill::Wait(rx) => {
+                                stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                                store::wait_fill(rx, FILL_WAIT).await;
+                                let now = store::now_ms();
+                                if let Some(fresh) = self.lookup(&key, now).await {
+                                    if policy::freshness(
+                                        cfg,
+                                        fresh.age(now),
+                                        fresh.ttl,
+                                        &directives,
+                                    ) == Freshness::Fresh
+                                    {
+                                        if let Some((mut header, body)) = replay(&fresh, now, head)
+                                        {
+                                            stats.hits.fetch_add(1, Ordering::Relaxed);
+                                            state.status = Status::Hit;
+                                            state.decorate(&mut header);
+                                            ctx.cache = Some(Box::new(state));
+                                            return Ok(Flow::Respond(header, body));
+                                        }
+                                    }
+                                }
+                            }
                         }
                     }
                 }

@@ -111,7 +111,7 @@ pub fn response(
         return None;
     }
     let cc = Directives::of(headers, &CACHE_CONTROL);
-    if cc.has("private") || cc.has("no-store") || vary_any(headers) {
+    if cc.has("private") || cc.has("no-store") || !vary_covered(headers, config) {
         return None;
     }
     if !config.response_code.contains(&status) {
@@ -144,11 +144,13 @@ pub fn response(
     } else {
         config.cache_ttl
     };
+    let ttl = ttl.min(super::store::MAX_TTL);
     let storage_ttl = config
         .storage_ttl
         .unwrap_or(ttl)
         .max(ttl)
-        .saturating_add(config.stale_if_error);
+        .saturating_add(config.stale_if_error)
+        .min(super::store::MAX_TTL);
     Some(Storable { ttl, storage_ttl })
 }
 
@@ -318,12 +320,17 @@ fn unquote(v: &str) -> String {
     }
 }
 
-/// Whether any `Vary` header lists `*`.
-fn vary_any(headers: &HeaderMap) -> bool {
-    headers.get_all(VARY).iter().any(|v| {
+/// Whether every header the response varies on is part of the key (`vary_headers`):
+/// otherwise one client's variant (say a gzip body) could be served to a client that
+/// asked for another. `Vary: *` is never covered. Beyond Kong, which ignores `Vary`.
+fn vary_covered(headers: &HeaderMap, config: &Config) -> bool {
+    let keyed = config.vary_headers.as_deref().unwrap_or(&[]);
+    headers.get_all(VARY).iter().all(|v| {
         String::from_utf8_lossy(v.as_bytes())
             .split(',')
-            .any(|t| t.trim() == "*")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .all(|t| t != "*" && keyed.iter().any(|k| k.eq_ignore_ascii_case(t)))
     })
 }
 
@@ -355,6 +362,11 @@ fn parse_http_date(s: &str) -> Option<i64> {
 
 /// A media type: lower-case type and subtype, parameters with lower-case names and
 /// unquoted values (a repeated name keeps its last value).
+/// Whether `s` parses as a media type (`type/subtype; params`); runs at config load.
+pub fn is_media_type(s: &str) -> bool {
+    MediaType::parse(s).is_some()
+}
+
 struct MediaType {
     main: String,
     sub: String,
@@ -656,10 +668,14 @@ mod tests {
                 h.push(extra);
                 assert!(store(&c, 200, &h).is_none(), "{extra:?}");
             }
+            // A Vary on a header outside the key is not stored either.
             let mut h = fine.clone();
             h.push(("vary", "accept"));
-            assert!(store(&c, 200, &h).is_some());
+            assert!(store(&c, 200, &h).is_none());
         }
+        let c = config("vary_headers: [Accept]\n");
+        let h = json(&[("vary", "accept")]);
+        assert!(store(&c, 200, &h).is_some());
     }
 
     // ---- response: content type ------------------------------------------------

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tinyufo::TinyUfo;
 
-use crate::plugins::redis_link::RedisLink;
+use crate::plugins::redis_link::{LinkError, RedisLink};
 
 /// One stored response.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -69,6 +69,9 @@ mod headers_b64 {
     }
 }
 
+/// The longest time anything is kept or fresh for, in seconds (about 68 years).
+pub const MAX_TTL: u64 = (1 << 31) - 1;
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -84,7 +87,10 @@ impl Entry {
 
     /// Whether it is past its storage time.
     pub fn expired(&self, now_ms: u64) -> bool {
-        now_ms >= self.stored_at_ms + self.storage_ttl * 1000
+        now_ms
+            >= self
+                .stored_at_ms
+                .saturating_add(self.storage_ttl.saturating_mul(1000))
     }
 
     /// Bytes it takes, roughly (body, headers and bookkeeping).
@@ -110,6 +116,13 @@ impl Entry {
         let nl = raw.iter().position(|b| *b == b'\n')?;
         let mut entry: Entry = serde_json::from_slice(&raw[..nl]).ok()?;
         entry.body = Bytes::copy_from_slice(&raw[nl + 1..]);
+        // Whatever another writer put there, it must be a replayable final answer
+        // with sane times.
+        if !(200..=599).contains(&entry.status) || matches!(entry.status, 204 | 304) {
+            return None;
+        }
+        entry.ttl = entry.ttl.min(MAX_TTL);
+        entry.storage_ttl = entry.storage_ttl.min(MAX_TTL);
         Some(entry)
     }
 }
@@ -211,13 +224,14 @@ impl CacheStore {
     }
 
     /// Stores an entry in memory; entries larger than a tenth of the tier are not
-    /// kept (they would evict too much).
-    pub fn put_memory(&self, entry: Arc<Entry>) {
+    /// kept (they would evict too much). Returns whether it was kept.
+    pub fn put_memory(&self, entry: Arc<Entry>) -> bool {
         let w = weight(&entry);
         if (w as usize) * 10 > self.limit_kib {
-            return;
+            return false;
         }
         self.memory.load().put(hash_key(&entry.key), entry, w);
+        true
     }
 
     /// Removes one key from memory; returns whether it was there.
@@ -293,7 +307,7 @@ pub async fn get_redis(link: &Arc<RedisLink>, store: &CacheStore, key: &str) -> 
 /// Writes an entry to the Redis tier in the background, expiring with it.
 pub fn put_redis(link: Arc<RedisLink>, store: Arc<CacheStore>, entry: Arc<Entry>) {
     let k = redis_key(&entry.key);
-    let ms = entry.storage_ttl.max(1) * 1000;
+    let ms = entry.storage_ttl.clamp(1, MAX_TTL).saturating_mul(1000);
     let value = entry.encode();
     tokio::spawn(async move {
         let r: Result<(), _> = link
@@ -313,17 +327,19 @@ pub fn put_redis(link: Arc<RedisLink>, store: Arc<CacheStore>, entry: Arc<Entry>
     });
 }
 
-/// Deletes one key from the Redis tier; returns whether it was there.
-pub async fn delete_redis(link: &Arc<RedisLink>, key: &str) -> bool {
+/// Deletes one key from the Redis tier; returns whether it was there, or why Redis
+/// could not be asked.
+pub async fn delete_redis(link: &Arc<RedisLink>, key: &str) -> Result<bool, LinkError> {
     let k = redis_key(key);
-    let n: Result<u64, _> = link
+    let n: u64 = link
         .run(|mut conn| async move { redis::cmd("DEL").arg(k).query_async(&mut conn).await })
-        .await;
-    n.is_ok_and(|n| n > 0)
+        .await?;
+    Ok(n > 0)
 }
 
-/// Deletes every proxy-cache key from the Redis tier.
-pub async fn clear_redis(link: &Arc<RedisLink>) {
+/// Deletes every proxy-cache key from the Redis tier; an error means some may be
+/// left.
+pub async fn clear_redis(link: &Arc<RedisLink>) -> Result<(), LinkError> {
     let mut cursor: u64 = 0;
     loop {
         let c = cursor;
@@ -339,18 +355,16 @@ pub async fn clear_redis(link: &Arc<RedisLink>) {
                     .await
             })
             .await;
-        let Ok((next, keys)) = page else {
-            return;
-        };
+        let (next, keys) = page?;
         if !keys.is_empty() {
-            let _: Result<u64, _> = link
+            let _: u64 = link
                 .run(|mut conn| async move {
                     redis::cmd("UNLINK").arg(keys).query_async(&mut conn).await
                 })
-                .await;
+                .await?;
         }
         if next == 0 {
-            return;
+            return Ok(());
         }
         cursor = next;
     }

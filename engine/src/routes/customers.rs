@@ -1,0 +1,36 @@
+//! `GET /customers/{id}`: one customer's lifetime totals per currency.
+
+use axum::extract::State;
+use axum::Json;
+
+use super::PathParam;
+use crate::error::AppError;
+use crate::model::CustomerSummary;
+use crate::state::AppState;
+use crate::validation;
+
+/// `GET /api/v1/revenue/customers/{id}`: the customer's lifetime value per
+/// currency.
+///
+/// Runs once per request. Answers 200 with `{"customer_id", "data": [{currency,
+/// lifetime_value, gross, refunds, count, first_occurred_at, last_occurred_at}]}`
+/// (one entry per currency, ordered by currency; `lifetime_value` is `gross -
+/// refunds`, exact), or 404 when the customer has no events (also for an id that
+/// no event can have, e.g. longer than 128 characters).
+pub async fn get_customer(
+    State(state): State<AppState>,
+    PathParam(id): PathParam<String>,
+) -> Result<Json<CustomerSummary>, AppError> {
+    let not_found = || AppError::NotFound(format!("no events for customer {id:?}"));
+    if !validation::is_valid_text(&id) {
+        return Err(not_found());
+    }
+    let data = state.db.customer_totals(&id).await?;
+    if data.is_empty() {
+        return Err(not_found());
+    }
+    Ok(Json(CustomerSummary {
+        customer_id: id,
+        data,
+    }))
+}
