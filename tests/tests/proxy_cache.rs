@@ -226,6 +226,10 @@ async fn kong_flow_safety_rules_and_purge() {
     let fresh = get("/stale5xx/x?v=1").await.unwrap();
     assert_eq!(status_of(&fresh), "Miss");
     let fresh_body = fresh.text().await.unwrap();
+    let strict = get("/stale5xx/m?v=2&h_cache-control=must-revalidate")
+        .await
+        .unwrap();
+    assert_eq!(status_of(&strict), "Miss");
     drop(flaky);
     tokio::time::sleep(Duration::from_millis(2200)).await;
     assert_eq!(status_of(&get("/refresh/r").await.unwrap()), "Refresh");
@@ -241,6 +245,9 @@ async fn kong_flow_safety_rules_and_purge() {
     assert_eq!(status_of(&resp), "Stale");
     assert_eq!(resp.text().await.unwrap(), fresh_body);
     assert_eq!(up.hits(), before + 1, "the 503 is not retried");
+    // An entry stored with must-revalidate is never served stale.
+    let resp = get("/stale5xx/m?v=2&status=503").await.unwrap();
+    assert_eq!(resp.status(), 503);
 }
 
 #[tokio::test(flavor = "multi_thread")]

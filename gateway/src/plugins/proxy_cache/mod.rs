@@ -275,7 +275,7 @@ impl CacheState {
         let e = self.stale.as_ref()?;
         let now = store::now_ms();
         let grace = self.inner.config.stale_if_error;
-        if grace == 0 || e.age(now) > e.ttl + grace {
+        if grace == 0 || e.must_revalidate() || e.age(now) > e.ttl.saturating_add(grace) {
             return None;
         }
         replay(e, now, self.head)
@@ -403,6 +403,11 @@ impl Plugin for ProxyCache {
         };
         let now = store::now_ms();
         if let Some(entry) = found {
+            let mut directives = directives.clone();
+            if entry.must_revalidate() {
+                // A stale entry that must be revalidated is never served as is.
+                directives.max_stale = None;
+            }
             match policy::freshness(cfg, entry.age(now), entry.ttl, &directives) {
                 Freshness::Fresh => {
                     if let Some((mut header, body)) = replay(&entry, now, head) {

@@ -226,6 +226,20 @@ pub fn replayable(name: &str) -> bool {
 
 /// Parsed `Cache-Control` (or `Pragma`) directives: lower-case names, unquoted
 /// values, in order (a repeated directive's last value wins, as in Kong).
+/// Whether a stored response forbids being served stale (`must-revalidate`,
+/// `proxy-revalidate`): then neither a request's `max-stale` nor `stale_if_error`
+/// may use it once its TTL has passed. Runs on a found entry's headers.
+pub fn must_revalidate<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> bool {
+    headers
+        .filter(|(k, _)| k.eq_ignore_ascii_case("cache-control"))
+        .any(|(_, v)| {
+            String::from_utf8_lossy(v).split(',').any(|d| {
+                let d = d.trim().to_ascii_lowercase();
+                d == "must-revalidate" || d == "proxy-revalidate"
+            })
+        })
+}
+
 struct Directives(Vec<(String, Option<String>)>);
 
 impl Directives {
@@ -643,6 +657,17 @@ mod tests {
         for s in [201, 302, 304, 400] {
             assert!(store(&c, s, &json(&[])).is_none(), "{s}");
         }
+    }
+
+    #[test]
+    fn must_revalidate_is_found_in_any_cache_control() {
+        let h = |v: &'static str| vec![("cache-control", v.as_bytes())];
+        assert!(must_revalidate(h("max-age=5, Must-Revalidate").into_iter()));
+        assert!(must_revalidate(h("proxy-revalidate").into_iter()));
+        assert!(!must_revalidate(h("max-age=5").into_iter()));
+        assert!(!must_revalidate(
+            vec![("x-other", &b"must-revalidate"[..])].into_iter()
+        ));
     }
 
     #[test]

@@ -93,6 +93,11 @@ impl Entry {
                 .saturating_add(self.storage_ttl.saturating_mul(1000))
     }
 
+    /// Whether the stored response said `must-revalidate` or `proxy-revalidate`.
+    pub fn must_revalidate(&self) -> bool {
+        super::policy::must_revalidate(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+    }
+
     /// Bytes it takes, roughly (body, headers and bookkeeping).
     pub fn size(&self) -> usize {
         self.body.len()
