@@ -29,6 +29,7 @@ impl AdminApp {
             "version": env!("CARGO_PKG_VERSION"),
             "compatible_with": KONG_VERSION_TOKEN,
             "uptime_seconds": self.gateway.started.elapsed().as_secs(),
+            "pid": std::process::id(),
             "server": {
                 "connections_active": stats.connections_active.load(Ordering::Relaxed),
                 "connections_accepted": stats.connections_accepted.load(Ordering::Relaxed),
@@ -148,10 +149,12 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json; charset=utf-8"),
-    );
+    if length > 0 {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
     headers.insert(
         http::header::SERVER,
         http::HeaderValue::from_static(KONG_VERSION_TOKEN),

@@ -34,6 +34,8 @@ async fn walk_through(engine: &EngineProcess) {
     // README walk-through: no credential is refused...
     let resp = c.get(format!("{api}/events")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
+    // Kong runs every plugin's header filter on its own answers too.
+    assert!(resp.headers().contains_key("x-correlation-id"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["message"], "Unauthorized");
     let resp = c

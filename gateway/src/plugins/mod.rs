@@ -117,6 +117,17 @@ pub trait Plugin: Send + Sync {
     fn response(&self, _ctx: &RequestCtx, _resp: &mut ResponseHeader) {}
 }
 
+/// The plugins this gateway runs, for error messages.
+const AVAILABLE: &[&str] = &[
+    acl::NAME,
+    correlation_id::NAME,
+    jwt::NAME,
+    key_auth::NAME,
+    proxy_cache::NAME,
+    rate_limiting::NAME,
+    request_termination::NAME,
+];
+
 /// Plugins Kong bundles that this gateway does not provide yet. Naming one is an
 /// error that says so, rather than a silent no-op that could leave a route open.
 const NOT_YET_AVAILABLE: &[&str] = &[
@@ -213,7 +224,9 @@ fn decode_named(
                 name_path,
                 name_line,
                 format!(
-                    "plugin '{other}' not enabled; add it to the 'plugins' configuration property"
+                    "plugin '{other}' not enabled; add it to the 'plugins' configuration property \
+                     (this gateway runs: {})",
+                    AVAILABLE.join(", ")
                 ),
             );
             None

@@ -238,6 +238,12 @@ impl GatewayProxy {
             latency_ms: ctx.started.elapsed().as_millis(),
         };
         let (mut header, body) = err.render(&render);
+        // As Kong runs every plugin's header filter on its own answers: the
+        // correlation id is echoed on a 401 too, and the headers of plugins that ran
+        // (rate limits) are kept.
+        for plugin in &ctx.chain {
+            plugin.response(ctx, &mut header);
+        }
         if ctx.proxy_started.is_some() {
             // Kong marks a request as proxied once it tried the upstream: its 502/504
             // carry the proxy headers instead of X-Kong-Response-Latency (§8.2).
@@ -609,6 +615,9 @@ impl ProxyHttp for GatewayProxy {
             if let Some((header, body)) = ctx.cache.as_mut().and_then(|c| c.stale_for_error()) {
                 tracing::warn!(request_id = %ctx.request_id, "upstream failed ({e}); answered from a stale cache entry");
                 let status = header.status.as_u16();
+                // Pingora will not reuse this connection: say so (`Connection: close`)
+                // so the client does not send its next request into a closed socket.
+                session.set_keepalive(None);
                 self.answer(session, ctx, header, body).await;
                 return FailToProxy {
                     error_code: status,
