@@ -8,11 +8,27 @@ use clap::Parser;
 /// directory, created (with its directory) on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/engine.sqlite?mode=rwc";
 
+impl std::fmt::Debug for Config {
+    /// Prints every option except the Redis URL, which may hold a password (only
+    /// whether it is set is shown).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("ready_timeout_ms", &self.ready_timeout_ms)
+            .field("header_read_timeout_ms", &self.header_read_timeout_ms)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("summary_ttl_secs", &self.summary_ttl_secs)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Options of the `engine` process.
 ///
 /// Parsed once at start-up by [`crate::cli::main`]; every option can also come from
 /// the environment variable named in its help.
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(
     name = "engine",
     version,
@@ -57,4 +73,19 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub idle_timeout_ms: u64,
+
+    /// Redis URL of the read cache (`redis://[:PASSWORD@]HOST:PORT[/DB]`); absent
+    /// means no cache. The URL (and any password in it) is never logged.
+    #[arg(long, env = "ENGINE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// How long a cached `GET /summary` or `GET /customers/{id}` answer lives in
+    /// Redis, in seconds. Also bounds staleness if a cache invalidation fails.
+    #[arg(
+        long,
+        env = "ENGINE_SUMMARY_TTL_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub summary_ttl_secs: u64,
 }

@@ -9,6 +9,7 @@
 //! - [`config`]: command line and environment options.
 //! - [`state`]: the shared state handed to every request handler.
 //! - [`error`]: [`AppError`], the one place errors become HTTP responses.
+//! - [`cache`]: the optional Redis cache-aside of the read endpoints, and metrics.
 //! - [`db`]: connection pools for SQLite or Postgres, migrations and queries.
 //! - [`model`]: the domain types (events, filters, cursors, summaries).
 //! - [`validation`]: turns untrusted JSON bodies and query strings into [`model`] types.
@@ -17,6 +18,7 @@
 //! - [`routes`]: the HTTP handlers and the router.
 //! - [`server`]: the accept loop with connection timeouts and graceful shutdown.
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -50,7 +52,8 @@ pub fn app(state: AppState) -> Router {
 /// Runs the service described by `config` until SIGTERM or Ctrl-C.
 ///
 /// Connects to the database (creating a SQLite file and its directory if needed),
-/// runs the embedded migrations, binds the listen address, logs it, and serves
+/// runs the embedded migrations, sets up the Redis read cache if configured
+/// (an unreachable Redis is not an error), binds the listen address, logs it, and serves
 /// requests with the configured connection timeouts (see [`server`]). On a
 /// shutdown signal it stops accepting connections, lets in-flight requests finish,
 /// then closes the pool. Returns an error if the database cannot be
@@ -64,7 +67,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "database ready, migrations applied"
     );
 
-    let state = AppState::new(db.clone(), Duration::from_millis(config.ready_timeout_ms));
+    let cache = match &config.redis_url {
+        Some(url) => cache::Cache::connect(url, config.summary_ttl_secs)
+            .await
+            .context("cannot set up the read cache")?,
+        None => {
+            tracing::info!("no ENGINE_REDIS_URL: the read cache is off");
+            cache::Cache::disabled()
+        }
+    };
+    let state =
+        AppState::new(db.clone(), Duration::from_millis(config.ready_timeout_ms)).with_cache(cache);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -1,9 +1,10 @@
 //! `GET /customers/{id}`: one customer's lifetime totals per currency.
 
 use axum::extract::State;
-use axum::Json;
+use axum::response::Response;
 
 use super::PathParam;
+use crate::cache::CacheKey;
 use crate::error::AppError;
 use crate::model::CustomerSummary;
 use crate::state::AppState;
@@ -17,20 +18,33 @@ use crate::validation;
 /// (one entry per currency, ordered by currency; `lifetime_value` is `gross -
 /// refunds`, exact), or 404 when the customer has no events (also for an id that
 /// no event can have, e.g. longer than 128 characters).
+///
+/// The 200 body goes through the read cache (see [`crate::cache`]), invalidated
+/// by this customer's writes only; the answer carries `X-Engine-Cache:
+/// hit|miss|bypass`. A 404 is never cached.
 pub async fn get_customer(
     State(state): State<AppState>,
     PathParam(id): PathParam<String>,
-) -> Result<Json<CustomerSummary>, AppError> {
-    let not_found = || AppError::NotFound(format!("no events for customer {id:?}"));
+) -> Result<Response, AppError> {
+    let not_found = |id: &str| AppError::NotFound(format!("no events for customer {id:?}"));
     if !validation::is_valid_text(&id) {
-        return Err(not_found());
+        return Err(not_found(&id));
     }
-    let data = state.db.customer_totals(&id).await?;
-    if data.is_empty() {
-        return Err(not_found());
-    }
-    Ok(Json(CustomerSummary {
-        customer_id: id,
-        data,
-    }))
+    let key = CacheKey::customer(&id);
+    let db = &state.db;
+    state
+        .cache
+        .get_or_compute(&key, || async move {
+            let data = db.customer_totals(&id).await?;
+            if data.is_empty() {
+                return Err(not_found(&id));
+            }
+            let body = CustomerSummary {
+                customer_id: id,
+                data,
+            };
+            serde_json::to_vec(&body)
+                .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("customer to JSON")))
+        })
+        .await
 }

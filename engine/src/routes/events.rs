@@ -24,6 +24,9 @@ use crate::validation;
 /// first time and `Idempotent-Replayed: true`; the same key with a different
 /// request answers 409 `idempotency_key_reused`. An invalid key is a 422 naming
 /// `Idempotency-Key`, checked before the body.
+///
+/// Every stored event (not a replay) bumps the read cache's versions (see
+/// [`crate::cache::Cache::invalidate_event`]) before the answer is sent.
 pub async fn create_event(
     State(state): State<AppState>,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
@@ -33,6 +36,7 @@ pub async fn create_event(
     let Some(key) = key else {
         let event = state.db.insert_event(Event::from_new(new)).await?;
         tracing::debug!(id = event.id, "event recorded");
+        state.cache.invalidate_event(&event.customer_id).await;
         return Ok(created(event, false));
     };
     let hash = idempotency::request_hash(&new);
@@ -43,6 +47,7 @@ pub async fn create_event(
     {
         IdempotentInsert::Inserted(event) => {
             tracing::debug!(id = event.id, "event recorded under an idempotency key");
+            state.cache.invalidate_event(&event.customer_id).await;
             Ok(created(event, false))
         }
         IdempotentInsert::Replayed(event) => {

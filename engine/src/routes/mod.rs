@@ -9,6 +9,7 @@
 //! | GET | `/api/v1/revenue/events/{id}` | [`events::get_event`] |
 //! | GET | `/api/v1/revenue/summary` | [`summary::get_summary`] |
 //! | GET | `/api/v1/revenue/customers/{id}` | [`customers::get_customer`] |
+//! | GET | `/metrics`, `/api/v1/revenue/metrics` | [`metrics::metrics`] |
 //!
 //! Unknown paths answer 404 and known paths with the wrong method 405 (with an
 //! `Allow` header listing the route's methods), both with the JSON error body of
@@ -19,6 +20,7 @@
 pub mod customers;
 pub mod events;
 pub mod health;
+pub mod metrics;
 pub mod summary;
 
 use std::time::Instant;
@@ -69,6 +71,7 @@ fn health_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
 }
 
 async fn not_found() -> AppError {

@@ -1,9 +1,10 @@
 //! `GET /summary`: revenue totals per time bucket and currency.
 
 use axum::extract::State;
-use axum::Json;
+use axum::response::Response;
 
 use super::QueryPairs;
+use crate::cache::CacheKey;
 use crate::error::AppError;
 use crate::model::Summary;
 use crate::state::AppState;
@@ -20,18 +21,30 @@ use crate::validation;
 /// with a `"product"`. Answers 200 with `{"interval", "from", "to", "currency",
 /// "group_by", "data": [{bucket, currency, [product,] gross, refunds, net,
 /// count}]}`, or 422 naming a bad parameter.
+///
+/// The 200 body goes through the read cache (see [`crate::cache`]): the answer
+/// carries `X-Engine-Cache: hit|miss|bypass`.
 pub async fn get_summary(
     State(state): State<AppState>,
     QueryPairs(pairs): QueryPairs,
-) -> Result<Json<Summary>, AppError> {
+) -> Result<Response, AppError> {
     let query = validation::summary_query(pairs)?;
-    let data = state.db.summary(&query).await?;
-    Ok(Json(Summary {
-        interval: query.interval,
-        from: query.from,
-        to: query.to,
-        currency: query.currency,
-        group_by: query.group_by,
-        data,
-    }))
+    let key = CacheKey::summary(&query);
+    let db = &state.db;
+    state
+        .cache
+        .get_or_compute(&key, || async move {
+            let data = db.summary(&query).await?;
+            let summary = Summary {
+                interval: query.interval,
+                from: query.from,
+                to: query.to,
+                currency: query.currency,
+                group_by: query.group_by,
+                data,
+            };
+            serde_json::to_vec(&summary)
+                .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("summary to JSON")))
+        })
+        .await
 }
