@@ -1,5 +1,6 @@
-//! Process entry point: parses the command line, sets up logging, builds the Tokio
-//! runtime and runs [`crate::serve`].
+//! Process entry point: parses the command line, resolves the settings (config
+//! file, environment, flags), sets up logging, builds the Tokio runtime and runs
+//! [`crate::serve`]; or, for `engine check`, only validates the settings.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -7,15 +8,30 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Config;
+use crate::config::{Args, Command, Config};
 
 /// Runs the engine as a process: parse arguments (exits with usage on bad ones),
-/// initialise `tracing` from `RUST_LOG` (default `info`), and serve until shutdown.
+/// resolve the settings, initialise `tracing` from `RUST_LOG` (default `info`), and
+/// serve until shutdown.
 ///
-/// Called by `main`. Returns [`ExitCode::SUCCESS`] after a graceful shutdown and
-/// [`ExitCode::FAILURE`] if start-up or serving failed (the cause is logged).
+/// Called by `main`. An invalid config file is reported on stderr (`engine: ...`,
+/// naming the key) before anything is opened or bound. `engine check` stops after
+/// resolving and prints `ok`. Returns [`ExitCode::SUCCESS`] after a graceful
+/// shutdown or a passed check, and [`ExitCode::FAILURE`] if the settings are
+/// invalid or start-up or serving failed (the cause is logged).
 pub fn main() -> ExitCode {
-    let config = Config::parse();
+    let args = Args::parse();
+    let config = match Config::resolve(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("engine: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Command::Check) = args.command {
+        println!("ok");
+        return ExitCode::SUCCESS;
+    }
     init_tracing();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -1,91 +1,334 @@
-//! Command line and environment configuration, parsed with `clap`.
+//! The engine's settings: the command line and environment ([`Args`], parsed with
+//! `clap`), the optional YAML file ([`crate::config_file`]), and the resolved
+//! [`Config`].
+//!
+//! Precedence, lowest first: built-in defaults, the config file, environment
+//! variables, command-line flags.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+use crate::config_file::{self, FileConfig};
 
 /// The default database: a SQLite file under `data/` relative to the working
 /// directory, created (with its directory) on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/engine.sqlite?mode=rwc";
 
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The resolved settings of the `engine` process.
+///
+/// Built once at start-up by [`Config::resolve`] (or [`Config::default`] in
+/// tests) and handed to [`crate::serve`].
+#[derive(Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Database URL of the primary (all reads and writes go there today).
+    pub database_url: String,
+    /// Read-replica URLs: validated but not used yet.
+    pub replica_urls: Vec<String>,
+    /// Maximum number of pooled database connections.
+    pub db_max_connections: u32,
+    /// How long a pooled database connection may sit unused before it is closed.
+    pub db_idle_timeout: Duration,
+    /// How long a query waits for a pooled connection before failing (503).
+    pub db_acquire_timeout: Duration,
+    /// The largest replica lag tolerated once replicas serve reads (not used yet).
+    pub max_replica_lag: Duration,
+    /// How long `/readyz` waits for `SELECT 1`, in milliseconds.
+    pub ready_timeout_ms: u64,
+    /// How long a client has to send a request's headers, in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// How long a kept-alive HTTP connection may stay silent, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Redis URL of the read cache; `None` means no cache. Never logged.
+    pub redis_url: Option<String>,
+    /// Lifetime of cached read answers, in seconds.
+    pub summary_ttl_secs: u64,
+}
+
+impl Default for Config {
+    /// The built-in defaults: what the engine runs with given no file, no
+    /// environment and no flags.
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            replica_urls: Vec::new(),
+            db_max_connections: 10,
+            db_idle_timeout: Duration::from_secs(600),
+            db_acquire_timeout: Duration::from_secs(5),
+            max_replica_lag: Duration::from_secs(2),
+            ready_timeout_ms: 2000,
+            header_read_timeout_ms: 30_000,
+            idle_timeout_ms: 75_000,
+            redis_url: None,
+            summary_ttl_secs: 60,
+        }
+    }
+}
+
 impl std::fmt::Debug for Config {
-    /// Prints every option except the Redis URL, which may hold a password (only
-    /// whether it is set is shown).
+    /// Prints every option with passwords removed from the database URLs and without
+    /// the Redis URL (only whether it is set is shown).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let replicas: Vec<String> = self.replica_urls.iter().map(|u| redact_url(u)).collect();
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("replica_urls", &replicas)
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_idle_timeout", &self.db_idle_timeout)
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("max_replica_lag", &self.max_replica_lag)
             .field("ready_timeout_ms", &self.ready_timeout_ms)
             .field("header_read_timeout_ms", &self.header_read_timeout_ms)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("summary_ttl_secs", &self.summary_ttl_secs)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
-/// Options of the `engine` process.
+impl Config {
+    /// Resolves the settings from `args`: built-in defaults, overridden by the
+    /// config file (`--config` / `ENGINE_CONFIG`) if one is named, overridden by
+    /// environment variables and flags (which `clap` already merged in `args`).
+    ///
+    /// Runs once at start-up, before anything is opened or bound. Returns an error
+    /// naming the file and the key if the file cannot be read or is invalid.
+    pub fn resolve(args: &Args) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => config_file::load(path)?,
+            None => FileConfig::default(),
+        };
+        Ok(Self::merge(file, args))
+    }
+
+    /// Layers `file` over the defaults and `args` over both.
+    fn merge(file: FileConfig, args: &Args) -> Self {
+        let d = Self::default();
+        Self {
+            listen: args.listen.or(file.listen).unwrap_or(d.listen),
+            database_url: args
+                .database_url
+                .clone()
+                .or(file.database_url)
+                .unwrap_or(d.database_url),
+            replica_urls: file.replica_urls.unwrap_or(d.replica_urls),
+            db_max_connections: args
+                .db_max_connections
+                .or(file.db_max_connections)
+                .unwrap_or(d.db_max_connections),
+            db_idle_timeout: args
+                .db_idle_timeout
+                .or(file.db_idle_timeout)
+                .unwrap_or(d.db_idle_timeout),
+            db_acquire_timeout: args
+                .db_acquire_timeout
+                .or(file.db_acquire_timeout)
+                .unwrap_or(d.db_acquire_timeout),
+            max_replica_lag: file.max_replica_lag.unwrap_or(d.max_replica_lag),
+            ready_timeout_ms: args.ready_timeout_ms.unwrap_or(d.ready_timeout_ms),
+            header_read_timeout_ms: args
+                .header_read_timeout_ms
+                .unwrap_or(d.header_read_timeout_ms),
+            idle_timeout_ms: args.idle_timeout_ms.unwrap_or(d.idle_timeout_ms),
+            redis_url: args.redis_url.clone().or(file.redis_url).or(d.redis_url),
+            summary_ttl_secs: args
+                .summary_ttl_secs
+                .or(file.summary_ttl_secs)
+                .unwrap_or(d.summary_ttl_secs),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***` (`scheme://user:***@host/...`), for
+/// logs and `engine check`. URLs without a password are returned unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split(':').next().unwrap_or_default();
+    if user.len() == userinfo.len() {
+        return url.to_owned();
+    }
+    format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+}
+
+/// Parses a duration flag (`30s`, `250ms`, `2m` or seconds) for `clap`.
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    config_file::parse_duration(text)
+}
+
+/// Parses a non-zero duration flag for `clap`.
+fn positive_duration_arg(text: &str) -> Result<Duration, String> {
+    duration_arg(text).and_then(|d| {
+        if d.is_zero() {
+            Err("must be more than 0s".to_owned())
+        } else {
+            Ok(d)
+        }
+    })
+}
+
+/// The command line of the `engine` process.
 ///
-/// Parsed once at start-up by [`crate::cli::main`]; every option can also come from
-/// the environment variable named in its help.
+/// Parsed once at start-up by [`crate::cli::main`]. Every option can also come from
+/// the environment variable named in its help (a flag wins over the variable); an
+/// option given neither way is `None` and falls back to the config file, then to
+/// the built-in default shown in its help.
 #[derive(Clone, Parser)]
 #[command(
     name = "engine",
     version,
-    about = "Revenue Engine: records charges and refunds and answers revenue analytics"
+    about = "Revenue Engine: records charges and refunds and answers revenue analytics",
+    long_about = None
 )]
-pub struct Config {
-    /// Address to listen on, e.g. 127.0.0.1:8080.
-    #[arg(long, env = "ENGINE_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+pub struct Args {
+    /// What to do; serving is the default.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
-    /// Database URL: `sqlite://PATH?mode=rwc` or `postgres://USER@HOST:PORT/DB`.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    /// YAML config file (see conf/engine.yaml). Environment variables and flags
+    /// override its values.
+    #[arg(long, env = "ENGINE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
 
-    /// Maximum number of pooled database connections.
-    #[arg(long, env = "ENGINE_DB_MAX_CONNECTIONS", default_value_t = 10)]
-    pub db_max_connections: u32,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "ENGINE_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
 
-    /// How long `/readyz` waits for `SELECT 1` before answering 503, in milliseconds.
-    #[arg(long, env = "ENGINE_READY_TIMEOUT_MS", default_value_t = 2000)]
-    pub ready_timeout_ms: u64,
+    /// Database URL: `sqlite://PATH?mode=rwc` or `postgres://USER@HOST:PORT/DB`
+    /// [default: sqlite://data/engine.sqlite?mode=rwc].
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Maximum number of pooled database connections [default: 10].
+    #[arg(long, env = "ENGINE_DB_MAX_CONNECTIONS", global = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub db_max_connections: Option<u32>,
+
+    /// How long a pooled database connection may sit unused before it is closed,
+    /// e.g. 30s [default: 10m].
+    #[arg(long, env = "ENGINE_DB_IDLE_TIMEOUT", global = true, value_parser = duration_arg)]
+    pub db_idle_timeout: Option<Duration>,
+
+    /// How long a query waits for a free pooled connection before it fails with
+    /// 503, e.g. 5s [default: 5s].
+    #[arg(long, env = "ENGINE_DB_ACQUIRE_TIMEOUT", global = true,
+          value_parser = positive_duration_arg)]
+    pub db_acquire_timeout: Option<Duration>,
+
+    /// How long `/readyz` waits for `SELECT 1` before answering 503, in milliseconds
+    /// [default: 2000].
+    #[arg(long, env = "ENGINE_READY_TIMEOUT_MS", global = true)]
+    pub ready_timeout_ms: Option<u64>,
 
     /// How long a client has to send a request's complete headers, counted from the
     /// first byte of the request (or from the accept, for a connection's first
-    /// request), in milliseconds. A connection that misses it is closed.
-    #[arg(
-        long,
-        env = "ENGINE_HEADER_READ_TIMEOUT_MS",
-        default_value_t = 30_000,
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub header_read_timeout_ms: u64,
+    /// request), in milliseconds. A connection that misses it is closed
+    /// [default: 30000].
+    #[arg(long, env = "ENGINE_HEADER_READ_TIMEOUT_MS", global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: Option<u64>,
 
     /// How long a kept-alive connection may stay silent between requests (nothing
     /// received or sent, no request in progress) before it is closed, in
     /// milliseconds. Keep it above the idle timeout of clients' connection pools
-    /// (the gateway's is 60 s).
-    #[arg(
-        long,
-        env = "ENGINE_IDLE_TIMEOUT_MS",
-        default_value_t = 75_000,
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub idle_timeout_ms: u64,
+    /// (the gateway's is 60 s) [default: 75000].
+    #[arg(long, env = "ENGINE_IDLE_TIMEOUT_MS", global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: Option<u64>,
 
     /// Redis URL of the read cache (`redis://[:PASSWORD@]HOST:PORT[/DB]`); absent
     /// means no cache. The URL (and any password in it) is never logged.
-    #[arg(long, env = "ENGINE_REDIS_URL", hide_env_values = true)]
+    #[arg(long, env = "ENGINE_REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// How long a cached `GET /summary` or `GET /customers/{id}` answer lives in
-    /// Redis, in seconds. Also bounds staleness if a cache invalidation fails.
-    #[arg(
-        long,
-        env = "ENGINE_SUMMARY_TTL_SECS",
-        default_value_t = 60,
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub summary_ttl_secs: u64,
+    /// Redis, in seconds. Also bounds staleness if a cache invalidation fails
+    /// [default: 60].
+    #[arg(long, env = "ENGINE_SUMMARY_TTL_SECS", global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub summary_ttl_secs: Option<u64>,
+}
+
+/// Subcommands of `engine`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Resolve the settings (config file, environment, flags) and exit: 0 and `ok`
+    /// on stdout when valid, 1 with the error on stderr otherwise. Opens nothing.
+    Check,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn args(argv: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("engine").chain(argv.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file = config_file::parse(
+            "listen: 127.0.0.1:9000\ndatabase:\n  primary: postgres://u@h/db\n  \
+             connection_pool: { idle_timeout: 30s }\n",
+        )
+        .unwrap();
+        let c = Config::merge(file.clone(), &args(&[]));
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.database_url, "postgres://u@h/db");
+        assert_eq!(c.db_idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.db_acquire_timeout, Duration::from_secs(5));
+        let c = Config::merge(
+            file,
+            &args(&["--listen", "127.0.0.1:1", "--db-idle-timeout", "1m"]),
+        );
+        assert_eq!(c.listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(c.db_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.database_url, "postgres://u@h/db");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://revenue:s3cret@db:5432/x?sslmode=require"),
+            "postgres://revenue:***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("postgres://revenue@db/x"),
+            "postgres://revenue@db/x"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/engine.sqlite?mode=rwc"),
+            "sqlite://data/engine.sqlite?mode=rwc"
+        );
+        let c = Config {
+            database_url: "postgres://u:topsecret@h/db".into(),
+            replica_urls: vec!["postgres://u:alsosecret@r/db".into()],
+            redis_url: Some("redis://:redissecret@h".into()),
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
 }

@@ -6,7 +6,8 @@
 //! service with [`serve`].
 //!
 //! Module map:
-//! - [`config`]: command line and environment options.
+//! - [`config`]: command line and environment options, and the resolved settings.
+//! - [`config_file`]: the optional YAML config file.
 //! - [`state`]: the shared state handed to every request handler.
 //! - [`error`]: [`AppError`], the one place errors become HTTP responses.
 //! - [`cache`]: the optional Redis cache-aside of the read endpoints, and metrics.
@@ -21,6 +22,7 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod db;
 pub mod error;
 pub mod idempotency;
@@ -59,13 +61,28 @@ pub fn app(state: AppState) -> Router {
 /// then closes the pool. Returns an error if the database cannot be
 /// opened or migrated, or the address cannot be bound.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let db = db::Db::connect(&config.database_url, config.db_max_connections)
+    let pool = db::PoolSettings {
+        max_connections: config.db_max_connections,
+        idle_timeout: config.db_idle_timeout,
+        acquire_timeout: config.db_acquire_timeout,
+    };
+    let db = db::Db::connect_with(&config.database_url, pool)
         .await
         .context("cannot open the database")?;
     tracing::info!(
         backend = db.backend_name(),
+        database = config::redact_url(&config.database_url),
+        max_connections = pool.max_connections,
+        idle_timeout = ?pool.idle_timeout,
+        acquire_timeout = ?pool.acquire_timeout,
         "database ready, migrations applied"
     );
+    if !config.replica_urls.is_empty() {
+        tracing::warn!(
+            replicas = config.replica_urls.len(),
+            "database.replicas is set but read replicas are not used yet: all queries go to the primary"
+        );
+    }
 
     let cache = match &config.redis_url {
         Some(url) => cache::Cache::connect(url, config.summary_ttl_secs)

@@ -21,6 +21,8 @@
 pub mod postgres;
 pub mod sqlite;
 
+use std::time::Duration;
+
 use crate::idempotency::IdempotencyKey;
 use crate::model::{
     Cursor, CustomerTotals, Event, EventFilter, EventPage, SummaryQuery, SummaryRow,
@@ -63,6 +65,30 @@ pub enum Db {
     Postgres(postgres::PgDb),
 }
 
+/// Sizing and timeouts of a connection pool, the same for both backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Maximum number of connections (at least 1 is used).
+    pub max_connections: u32,
+    /// How long a connection may sit unused in the pool before it is closed
+    /// (an in-memory SQLite connection is never closed).
+    pub idle_timeout: Duration,
+    /// How long a query waits for a free connection before failing.
+    pub acquire_timeout: Duration,
+}
+
+impl PoolSettings {
+    /// `max_connections` with the default timeouts: idle 10 minutes (sqlx's
+    /// default), acquire 5 s.
+    pub fn new(max_connections: u32) -> Self {
+        Self {
+            max_connections,
+            idle_timeout: Duration::from_secs(600),
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Why a query failed, as far as the HTTP layer cares.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -93,14 +119,18 @@ impl Db {
     /// start-up; returns an error for an unknown scheme, an unreachable server or a
     /// failed migration.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        Self::connect_with(url, PoolSettings::new(max_connections)).await
+    }
+
+    /// Like [`Db::connect`], with the pool's size and timeouts given by `pool`.
+    ///
+    /// Runs once at start-up ([`crate::serve`]); returns the open database or an
+    /// error for an unknown scheme, an unreachable server or a failed migration.
+    pub async fn connect_with(url: &str, pool: PoolSettings) -> anyhow::Result<Self> {
         if url.starts_with("sqlite:") {
-            Ok(Db::Sqlite(
-                sqlite::SqliteDb::connect(url, max_connections).await?,
-            ))
+            Ok(Db::Sqlite(sqlite::SqliteDb::connect(url, pool).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Db::Postgres(
-                postgres::PgDb::connect(url, max_connections).await?,
-            ))
+            Ok(Db::Postgres(postgres::PgDb::connect(url, pool).await?))
         } else {
             anyhow::bail!("unsupported database URL (expected sqlite:... or postgres://...)")
         }

@@ -4,8 +4,6 @@
 //! ZONE 'UTC'` so they match SQLite's. `SUM(bigint)` yields an exact `NUMERIC`,
 //! which summaries read as text and parse into `i128`, so totals never overflow.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
@@ -32,10 +30,13 @@ impl PgDb {
     /// Connects to the Postgres server at `url` and runs the migrations (under
     /// Postgres' advisory lock, so concurrent starts are safe). Runs once at
     /// start-up.
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    ///
+    /// The pool's size and timeouts come from `pool`.
+    pub async fn connect(url: &str, pool: super::PoolSettings) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
+            .max_connections(pool.max_connections.max(1))
+            .idle_timeout(pool.idle_timeout)
+            .acquire_timeout(pool.acquire_timeout)
             .connect(url)
             .await
             .context("cannot connect to Postgres")?;

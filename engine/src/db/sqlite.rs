@@ -43,7 +43,9 @@ fn from_text(s: &str) -> Result<DateTime<Utc>, sqlx::Error> {
 impl SqliteDb {
     /// Opens (creating if missing, with its directory) the SQLite database at `url`
     /// in WAL mode and runs the migrations. Runs once at start-up.
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    ///
+    /// The pool's size and timeouts come from `pool`.
+    pub async fn connect(url: &str, pool: super::PoolSettings) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .context("invalid SQLite URL")?
             .create_if_missing(true)
@@ -69,10 +71,12 @@ impl SqliteDb {
                 .idle_timeout(None)
                 .max_lifetime(None)
         } else {
-            SqlitePoolOptions::new().max_connections(max_connections.max(1))
+            SqlitePoolOptions::new()
+                .max_connections(pool.max_connections.max(1))
+                .idle_timeout(pool.idle_timeout)
         };
         let pool = pool_options
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(pool.acquire_timeout)
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open SQLite database {}", filename.display()))?;
@@ -390,7 +394,9 @@ mod tests {
     /// not a full scan.
     #[tokio::test]
     async fn customer_totals_use_the_customer_index() {
-        let db = SqliteDb::connect("sqlite::memory:", 1).await.unwrap();
+        let db = SqliteDb::connect("sqlite::memory:", super::super::PoolSettings::new(1))
+            .await
+            .unwrap();
         let plan: Vec<String> =
             sqlx::query(&format!("EXPLAIN QUERY PLAN {}", customer_totals_sql()))
                 .bind("cus")
