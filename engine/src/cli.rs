@@ -1,10 +1,12 @@
 //! Process entry point: parses the command line, resolves the settings (config
 //! file, environment, flags), sets up logging, builds the Tokio runtime and runs
-//! [`crate::serve`]; or, for `engine check`, only validates the settings.
+//! [`crate::serve`]; or, for `engine check`, only validates the settings; or, for
+//! `engine seed`, stores generated test data ([`crate::seed`]).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -28,9 +30,15 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Command::Check) = args.command {
-        println!("ok");
-        return ExitCode::SUCCESS;
+    match args.command {
+        Some(Command::Check) => {
+            println!("ok");
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Seed { events, seed }) => {
+            return run_seed(&config, crate::seed::SeedOptions { events, seed });
+        }
+        None => {}
     }
     init_tracing();
 
@@ -49,6 +57,57 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("engine failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `engine seed`: opens the configured database (running the migrations),
+/// stores the generated events and prints the summary line on stdout.
+///
+/// Progress goes to stderr every [`crate::seed::PROGRESS_EVERY`] events. Returns
+/// [`ExitCode::SUCCESS`] once everything is stored, [`ExitCode::FAILURE`] (with the
+/// cause on stderr) if the runtime, the database or an insert fails.
+fn run_seed(config: &Config, opts: crate::seed::SeedOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("engine: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let pool = crate::db::PoolSettings {
+            max_connections: config.db_max_connections,
+            idle_timeout: config.db_idle_timeout,
+            acquire_timeout: config.db_acquire_timeout,
+        };
+        let db = crate::db::Db::connect_with(&config.database_url, pool)
+            .await
+            .context("cannot open the database")?;
+        eprintln!(
+            "engine: seeding {} events (seed {}) into {}",
+            opts.events,
+            opts.seed,
+            crate::config::redact_url(&config.database_url)
+        );
+        let report = crate::seed::seed(&db, opts, |n| {
+            eprintln!("engine: {n} / {} events stored", opts.events);
+        })
+        .await;
+        db.close().await;
+        report
+    });
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("engine: seed failed: {e:#}");
             ExitCode::FAILURE
         }
     }

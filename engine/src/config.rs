@@ -272,6 +272,17 @@ pub enum Command {
     /// Resolve the settings (config file, environment, flags) and exit: 0 and `ok`
     /// on stdout when valid, 1 with the error on stderr otherwise. Opens nothing.
     Check,
+    /// Generate realistic test events and store them in the configured database
+    /// (same selection as serving: config file, environment, flags), then print a
+    /// one-line summary. The same `--seed` gives the same data.
+    Seed {
+        /// Number of events to generate.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        events: u64,
+        /// Seed of the pseudo-random generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[cfg(test)]

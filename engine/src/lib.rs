@@ -17,6 +17,7 @@
 //! - [`idempotency`]: the `Idempotency-Key` header and request fingerprints of
 //!   idempotent `POST /events`.
 //! - [`routes`]: the HTTP handlers and the router.
+//! - [`seed`]: `engine seed`, realistic reproducible test data.
 //! - [`server`]: the accept loop with connection timeouts and graceful shutdown.
 
 pub mod cache;
@@ -28,6 +29,7 @@ pub mod error;
 pub mod idempotency;
 pub mod model;
 pub mod routes;
+pub mod seed;
 pub mod server;
 pub mod state;
 pub mod validation;

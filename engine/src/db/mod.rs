@@ -33,6 +33,11 @@ use crate::model::{
 /// record was deleted in between; records are never deleted by the engine).
 const IDEMPOTENT_ATTEMPTS: usize = 3;
 
+/// Most rows in one multi-row `INSERT` of [`Db::insert_events`]: 500 rows of 9
+/// columns are 4 500 bound parameters, within both SQLite's (32 766) and
+/// Postgres' (65 535) limits.
+pub const BATCH_ROWS: usize = 500;
+
 /// What [`Db::insert_event_idempotent`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IdempotentInsert {
@@ -204,6 +209,19 @@ impl Db {
             tracing::warn!("idempotency record vanished after a conflict; retrying");
         }
         Err(DbError::Other(sqlx::Error::RowNotFound))
+    }
+
+    /// Stores many new events (ids and `created_at` already assigned) in one
+    /// transaction, as multi-row `INSERT`s of at most [`BATCH_ROWS`] rows.
+    ///
+    /// Used by `engine seed`, once per batch. The schema's constraints apply as for
+    /// single inserts; on any error (e.g. a duplicate id) nothing of the batch is
+    /// stored. Returns `Ok(())` once the transaction is committed.
+    pub async fn insert_events(&self, events: &[Event]) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(db) => db.insert_events(events).await,
+            Db::Postgres(db) => db.insert_events(events).await,
+        }
     }
 
     /// Fetches one event by id; `None` if there is none.

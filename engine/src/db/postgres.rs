@@ -113,6 +113,36 @@ impl PgDb {
         .map_err(|e: sqlx::Error| DbError::from(e))
     }
 
+    /// Stores `events` in one transaction, as multi-row `INSERT`s of at most
+    /// [`super::BATCH_ROWS`] rows (9 parameters each, far below Postgres' limit of
+    /// 65 535 bound parameters).
+    pub(super) async fn insert_events(&self, events: &[Event]) -> Result<(), DbError> {
+        let mut tx = self.writer.begin().await?;
+        for chunk in events.chunks(super::BATCH_ROWS) {
+            let mut qb = QueryBuilder::<Postgres>::new(
+                "INSERT INTO revenue_events \
+                 (id, customer_id, product, kind, amount, currency, occurred_at, created_at, \
+                 metadata) ",
+            );
+            qb.push_values(chunk, |mut row, e| {
+                row.push_bind(e.id.clone())
+                    .push_bind(e.customer_id.clone())
+                    .push_bind(e.product.clone())
+                    .push_bind(e.kind.as_str())
+                    .push_bind(e.amount)
+                    .push_bind(e.currency.clone())
+                    .push_bind(e.occurred_at)
+                    .push_bind(e.created_at)
+                    .push_unseparated(", CAST(")
+                    .push_bind_unseparated(e.metadata.as_ref().map(|m| m.to_string()))
+                    .push_unseparated(" AS JSONB)");
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(super) async fn get_event(&self, id: &str) -> Result<Option<Event>, DbError> {
         let row = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM revenue_events WHERE id = $1"

@@ -160,6 +160,32 @@ impl SqliteDb {
         .map_err(|e: sqlx::Error| DbError::from(e))
     }
 
+    /// Stores `events` in one transaction, as multi-row `INSERT`s of at most
+    /// [`super::BATCH_ROWS`] rows (9 parameters each, far below SQLite's limit of
+    /// 32 766 bound parameters).
+    pub(super) async fn insert_events(&self, events: &[Event]) -> Result<(), DbError> {
+        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        for chunk in events.chunks(super::BATCH_ROWS) {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO revenue_events ({EVENT_COLUMNS}) "
+            ));
+            qb.push_values(chunk, |mut row, e| {
+                row.push_bind(e.id.clone())
+                    .push_bind(e.customer_id.clone())
+                    .push_bind(e.product.clone())
+                    .push_bind(e.kind.as_str())
+                    .push_bind(e.amount)
+                    .push_bind(e.currency.clone())
+                    .push_bind(to_text(&e.occurred_at))
+                    .push_bind(to_text(&e.created_at))
+                    .push_bind(e.metadata.as_ref().map(|m| m.to_string()));
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(super) async fn get_event(&self, id: &str) -> Result<Option<Event>, DbError> {
         let row = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM revenue_events WHERE id = ?"
