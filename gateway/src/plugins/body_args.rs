@@ -95,7 +95,25 @@ fn from_values(mut values: Vec<Option<String>>) -> Lookup {
     }
 }
 
-fn form_values(body: &[u8], name: &str) -> Vec<Option<String>> {
+/// Removes every `name` argument from form-encoded bytes (a body or a query
+/// string), keeping the others byte for byte; `None` when there was none.
+pub fn strip_form_arg(body: &[u8], name: &str) -> Option<Vec<u8>> {
+    let mut removed = false;
+    let kept: Vec<&[u8]> = body
+        .split(|b| *b == b'&')
+        .filter(|pair| {
+            let k = pair.split(|b| *b == b'=').next().unwrap_or(pair);
+            let hit = decode_query_component(&String::from_utf8_lossy(k)) == name;
+            removed |= hit;
+            !hit
+        })
+        .collect();
+    removed.then(|| kept.join(&b'&'))
+}
+
+/// Values of argument `name` in form-encoded bytes (a body or a query string):
+/// `Some` percent-decoded value, `None` for a bare name without `=`.
+pub fn form_values(body: &[u8], name: &str) -> Vec<Option<String>> {
     let text = String::from_utf8_lossy(body);
     text.split('&')
         .filter(|pair| !pair.is_empty())
@@ -111,19 +129,7 @@ fn form_values(body: &[u8], name: &str) -> Vec<Option<String>> {
 /// Returns `body` without argument `name`, or `None` when there was nothing to remove.
 pub fn remove(kind: &BodyKind, body: &[u8], name: &str) -> Option<Bytes> {
     match kind {
-        BodyKind::Form => {
-            let mut removed = false;
-            let kept: Vec<&[u8]> = body
-                .split(|b| *b == b'&')
-                .filter(|pair| {
-                    let k = pair.split(|b| *b == b'=').next().unwrap_or(pair);
-                    let hit = decode_query_component(&String::from_utf8_lossy(k)) == name;
-                    removed |= hit;
-                    !hit
-                })
-                .collect();
-            removed.then(|| Bytes::from(kept.join(&b'&')))
-        }
+        BodyKind::Form => strip_form_arg(body, name).map(Bytes::from),
         BodyKind::Json => remove_json_member(body, name),
         BodyKind::Multipart(b) => {
             let parts = multipart_parts(body, b);

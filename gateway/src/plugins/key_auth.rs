@@ -136,14 +136,11 @@ impl KeyAuth {
     }
 
     /// Values of query argument `name` (exact name, percent-decoded values).
+    /// A bare name counts as an empty value.
     fn query_values(query: &str, name: &str) -> Vec<String> {
-        query
-            .split('&')
-            .filter_map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (super::auth::decode_query_component(k) == name)
-                    .then(|| super::auth::decode_query_component(v))
-            })
+        body_args::form_values(query.as_bytes(), name)
+            .into_iter()
+            .map(Option::unwrap_or_default)
             .collect()
     }
 
@@ -253,14 +250,10 @@ impl KeyAuth {
 
 /// Removes every `name=` argument from a raw query, keeping the others byte for byte.
 fn strip_query_arg(query: &str, name: &str) -> String {
-    query
-        .split('&')
-        .filter(|pair| {
-            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            super::auth::decode_query_component(k) != name
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    body_args::strip_form_arg(query.as_bytes(), name).map_or_else(
+        || query.to_string(),
+        |rest| String::from_utf8_lossy(&rest).into_owned(),
+    )
 }
 
 #[async_trait]

@@ -256,7 +256,7 @@ impl Shared {
     pub fn new(cache_bytes: usize) -> Self {
         Shared {
             rate_limits: Default::default(),
-            redis: redis_link::RedisLinks::new(vec![rate_limiting::redis_check::script()]),
+            redis: redis_link::RedisLinks::new(vec![rate_limiting::redis_check::script().clone()]),
             cache: std::sync::Arc::new(proxy_cache::store::CacheStore::new(cache_bytes)),
         }
     }

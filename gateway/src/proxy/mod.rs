@@ -215,14 +215,25 @@ impl GatewayProxy {
         if let Err(e) = Self::decorate(ctx, &mut header) {
             tracing::warn!(request_id = %ctx.request_id, "cannot decorate a plugin answer: {e}");
         }
+        Self::send(session, ctx, header, body).await;
+    }
+
+    /// Writes a complete response the gateway made (header, then the body if any).
+    /// A client that went away is only worth a debug line.
+    async fn send(
+        session: &mut Session,
+        ctx: &RequestCtx,
+        header: Box<ResponseHeader>,
+        body: Bytes,
+    ) {
         let end = body.is_empty();
         if let Err(e) = session.write_response_header(header, end).await {
-            tracing::debug!(request_id = %ctx.request_id, "client went away before the answer: {e}");
+            tracing::debug!(request_id = %ctx.request_id, "client went away before the response: {e}");
             return;
         }
         if !end {
             if let Err(e) = session.write_response_body(Some(body), true).await {
-                tracing::debug!(request_id = %ctx.request_id, "client went away during the answer: {e}");
+                tracing::debug!(request_id = %ctx.request_id, "client went away during the response: {e}");
             }
         }
     }
@@ -254,16 +265,7 @@ impl GatewayProxy {
             let upstream_ms = ctx.upstream_sent.map_or(0, |t| t.elapsed().as_millis());
             let _ = header.insert_header("x-kong-upstream-latency", upstream_ms.to_string());
         }
-        let end = body.is_empty();
-        if let Err(e) = session.write_response_header(Box::new(header), end).await {
-            tracing::debug!(request_id = %ctx.request_id, "client went away before the error response: {e}");
-            return;
-        }
-        if !end {
-            if let Err(e) = session.write_response_body(Some(body), true).await {
-                tracing::debug!(request_id = %ctx.request_id, "client went away during the error response: {e}");
-            }
-        }
+        Self::send(session, ctx, Box::new(header), body).await;
     }
 
     /// Maps a Pingora error to the response Kong would give (§8.4).

@@ -33,16 +33,17 @@ end
 return out
 "#;
 
-/// The script, for the links to load when they connect.
-pub fn script() -> redis::Script {
-    redis::Script::new(CHECK_AND_COUNT)
+/// The script (its SHA-1 computed once per process), for the links to load when
+/// they connect and for every check.
+pub fn script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(CHECK_AND_COUNT))
 }
 
 /// Checks and counts one request in Redis; runs in the access phase. An error means
 /// the request was not counted in Redis.
 pub async fn check(link: &Arc<RedisLink>, checks: &[PeriodCheck]) -> Result<Outcome, LinkError> {
-    let script = script();
-    let mut invocation = script.prepare_invoke();
+    let mut invocation = script().prepare_invoke();
     for c in checks {
         invocation.key(&c.key);
         invocation.key(c.previous_key.as_deref().unwrap_or(&c.key));
