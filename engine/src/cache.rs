@@ -3,8 +3,10 @@
 //!
 //! Keys are versioned instead of deleted:
 //! - every stored event (a new one, or the first insert under an idempotency key;
-//!   never a replay) runs `INCR engine:v:events` and
-//!   `INCR engine:v:customer:{customer_id}` (see [`Cache::invalidate_event`]);
+//!   never a replay) moves the versions `engine:v:events` and
+//!   `engine:v:customer:{customer_id}` forward (see [`Cache::invalidate_event`]):
+//!   with Postgres to the write's position in the primary's WAL (an [`Lsn`] as a
+//!   number; a version only ever grows), with SQLite by `INCR`;
 //! - a summary is cached under `engine:summary:{events version}:{sha256}` and a
 //!   customer under `engine:customer:{customer version}:{sha256}`, where the hash
 //!   is of the normalised query (the validated parameters, not the raw query
@@ -17,13 +19,22 @@
 //! one reads again. The cached value is the exact JSON body; a hit answers the same
 //! bytes with `200`.
 //!
+//! With read replicas, a miss reads from a server that has replayed the version
+//! (the version is a WAL position), so a lagging replica never fills the cache
+//! with an answer older than its key says. A read carrying a consistency token
+//! past the current version (its write's invalidation failed) bypasses the cache.
+//!
 //! Redis is optional and never required for an answer: one multiplexed connection
 //! is shared, every command is bounded by [`COMMAND_TIMEOUT`], and after a failure
 //! the link is marked down, requests bypass the cache at once, and one background
-//! task reconnects with back-off. If the version `INCR` after a write fails, the
-//! entries of the old version stay readable until their TTL expires, so the TTL
-//! bounds staleness in that case.
+//! task reconnects with back-off. If moving the versions after a write fails
+//! (Redis down or hanging), the invalidation is kept in memory as pending: until it
+//! has been applied, this engine's cached reads bypass the cache, and it is applied
+//! before the link counts as up again, so no entry older than the write is ever
+//! served by this engine. (Another engine sharing the Redis that never lost it may
+//! serve such an entry until its TTL; the TTL bounds staleness there.)
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +46,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use sha2::{Digest, Sha256};
 
+use crate::db::Lsn;
 use crate::error::AppError;
 use crate::model::SummaryQuery;
 
@@ -54,6 +66,29 @@ local v = redis.call('GET', KEYS[1]) or '0'
 local value = redis.call('GET', ARGV[1] .. ':' .. v .. ':' .. ARGV[2])
 return {v, value}
 ";
+
+/// Moves every version key in `KEYS` forward after a write. `ARGV[1]` is the
+/// write's WAL position as a number: a key below it is set to it (concurrent
+/// writes leave the highest). An empty `ARGV[1]` (no position: SQLite) `INCR`s.
+const BUMP_SCRIPT: &str = r"
+for _, key in ipairs(KEYS) do
+  if ARGV[1] == '' then
+    redis.call('INCR', key)
+  else
+    local current = tonumber(redis.call('GET', key) or '0') or 0
+    if tonumber(ARGV[1]) > current then
+      redis.call('SET', key, ARGV[1])
+    end
+  end
+end
+return 0
+";
+
+/// Most customers a pending invalidation lists one by one; past that, every
+/// customer version key is moved (found with `SCAN`).
+const MAX_PENDING_CUSTOMERS: usize = 10_000;
+/// Most version keys moved by one script call.
+const KEYS_PER_BUMP: usize = 500;
 
 /// The version key of one customer's entries.
 pub fn customer_version_key(customer_id: &str) -> String {
@@ -146,6 +181,19 @@ enum LinkState {
     Down,
 }
 
+/// Invalidations that could not be applied (Redis was down or hanging).
+#[derive(Default)]
+struct Pending {
+    /// Whether anything is pending at all (the events version then is).
+    any: bool,
+    /// The latest write position among them (`None` with SQLite).
+    position: Option<Lsn>,
+    /// Customers whose version must move.
+    customers: HashSet<String>,
+    /// Too many customers to list: move every customer version.
+    all_customers: bool,
+}
+
 /// The Redis side of an enabled cache.
 struct Link {
     client: redis::Client,
@@ -155,6 +203,11 @@ struct Link {
     state: Mutex<LinkState>,
     reconnecting: AtomicBool,
     lookup: redis::Script,
+    bump: redis::Script,
+    /// Invalidations not applied yet; reads bypass the cache while any is.
+    pending: Mutex<Pending>,
+    /// Mirrors `pending.any`, read on every lookup without the lock.
+    has_pending: AtomicBool,
 }
 
 /// The read cache: Redis-backed when configured, otherwise a pass-through that
@@ -198,6 +251,9 @@ impl Cache {
             state: Mutex::new(LinkState::Down),
             reconnecting: AtomicBool::new(false),
             lookup: redis::Script::new(LOOKUP_SCRIPT),
+            bump: redis::Script::new(BUMP_SCRIPT),
+            pending: Mutex::default(),
+            has_pending: AtomicBool::new(false),
         });
         match link.open().await {
             Ok(conn) => {
@@ -222,22 +278,36 @@ impl Cache {
     ///
     /// Runs once per cached `GET`. Looks `key` up in Redis; on a hit answers `200`
     /// with the stored bytes. Otherwise runs `compute` (the database query, giving
-    /// the JSON body), stores its body with the TTL (best effort) and answers it.
-    /// Every answer carries [`CACHE_HEADER`]. Errors of `compute` (e.g. a 404) are
-    /// returned as they are and nothing is stored; Redis failures are never
-    /// errors, they turn the read into a bypass.
+    /// the JSON body) with the position the database read must have replayed (the
+    /// later of `token`, the client's consistency token, and the entry's
+    /// version), stores its body with the TTL (best effort) and answers it. A
+    /// `token` past the version bypasses the cache. Every answer carries
+    /// [`CACHE_HEADER`]. Errors of `compute` (e.g. a 404) are returned as they are
+    /// and nothing is stored; Redis failures are never errors, they turn the read
+    /// into a bypass.
     pub async fn get_or_compute<F, Fut>(
         &self,
         key: &CacheKey,
+        token: Option<Lsn>,
         compute: F,
     ) -> Result<Response, AppError>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Option<Lsn>) -> Fut,
         Fut: Future<Output = Result<Vec<u8>, AppError>>,
     {
-        let Some(link) = &self.link else {
-            return Ok(json_response(compute().await?, CacheOutcome::Bypass));
+        let bypass = |compute: F| async move {
+            Ok(json_response(compute(token).await?, CacheOutcome::Bypass))
         };
+        let Some(link) = &self.link else {
+            return bypass(compute).await;
+        };
+        if link.has_pending.load(Ordering::Acquire) {
+            if let Err(e) = link.apply_pending().await {
+                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("read cache bypassed: invalidations still pending ({e})");
+                return bypass(compute).await;
+            }
+        }
         let lookup = link
             .run(|mut conn| {
                 let mut invocation = link.lookup.key(&key.version_key);
@@ -249,20 +319,30 @@ impl Cache {
                 }
             })
             .await;
-        let version = match lookup {
-            Ok((_, Some(bytes))) => {
-                self.metrics.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(json_response(bytes, CacheOutcome::Hit));
-            }
-            Ok((version, None)) => version,
+        let (version, cached) = match lookup {
+            Ok(found) => found,
             Err(e) => {
                 self.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("read cache bypassed: {e}");
-                return Ok(json_response(compute().await?, CacheOutcome::Bypass));
+                return bypass(compute).await;
             }
         };
+        let Some(position) = version.parse::<u64>().ok().map(Lsn::from_u64) else {
+            tracing::warn!(
+                key = key.version_key,
+                "read cache version is not a number; bypassing"
+            );
+            return bypass(compute).await;
+        };
+        if token.is_some_and(|t| t > position) {
+            return bypass(compute).await;
+        }
+        if let Some(bytes) = cached {
+            self.metrics.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(json_response(bytes, CacheOutcome::Hit));
+        }
         self.metrics.misses.fetch_add(1, Ordering::Relaxed);
-        let body = compute().await?;
+        let body = compute(Some(position)).await?;
         let entry = key.entry_key(&version);
         let ttl = link.ttl_secs;
         let value = body.clone();
@@ -284,34 +364,39 @@ impl Cache {
         Ok(json_response(body, CacheOutcome::Miss))
     }
 
-    /// Invalidates everything a newly stored event affects: bumps the events
-    /// version (all summaries) and the version of `customer_id`.
+    /// Invalidates everything a newly stored event affects: moves the events
+    /// version (all summaries) and the version of `customer_id` forward, to
+    /// `position` (the write's WAL position, Postgres) or by one (`None`, SQLite).
     ///
     /// Runs after every successful event insert (not after an idempotent replay),
-    /// before the response is sent, in one round trip. Best effort: a failure is
-    /// logged as a warning and counted; the old entries then live until their TTL.
-    pub async fn invalidate_event(&self, customer_id: &str) {
+    /// before the response is sent, in one round trip. Never fails the write: if
+    /// Redis cannot be reached the invalidation is kept as pending (logged and
+    /// counted), reads bypass the cache until it has been applied, and it is
+    /// applied once Redis answers again.
+    pub async fn invalidate_event(&self, customer_id: &str, position: Option<Lsn>) {
         let Some(link) = &self.link else {
             return;
         };
+        if link.has_pending.load(Ordering::Acquire) {
+            // Keep the order of invalidations: queue behind the pending ones.
+            link.add_pending(customer_id, position);
+            return;
+        }
         let customer_key = customer_version_key(customer_id);
+        let position_arg = position.map_or_else(String::new, |p| p.as_u64().to_string());
         let result = link
-            .run(|mut conn| async move {
-                redis::pipe()
-                    .atomic()
-                    .incr(EVENTS_VERSION_KEY, 1)
-                    .ignore()
-                    .incr(customer_key, 1)
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await
+            .run(|mut conn| {
+                let mut invocation = link.bump.key(EVENTS_VERSION_KEY);
+                invocation.key(&customer_key).arg(&position_arg);
+                async move { invocation.invoke_async::<()>(&mut conn).await }
             })
             .await;
         if let Err(e) = result {
             self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            link.add_pending(customer_id, position);
             tracing::warn!(
                 "cannot invalidate the read cache after a write ({e}); \
-                 cached reads may be stale until their TTL expires"
+                 reads bypass the cache until the invalidation is applied"
             );
         }
     }
@@ -374,6 +459,126 @@ impl Link {
         }
     }
 
+    /// Records an invalidation that could not be applied.
+    fn add_pending(&self, customer_id: &str, position: Option<Lsn>) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending.any = true;
+        pending.position = pending.position.max(position);
+        if !pending.all_customers {
+            pending.customers.insert(customer_id.to_owned());
+            if pending.customers.len() > MAX_PENDING_CUSTOMERS {
+                pending.customers = HashSet::new();
+                pending.all_customers = true;
+            }
+        }
+        self.has_pending.store(true, Ordering::Release);
+    }
+
+    /// The shared connection, or (starting the reconnect loop) an error while the
+    /// link is down.
+    fn connection(self: &Arc<Self>) -> Result<MultiplexedConnection, String> {
+        let conn = match &*self.lock() {
+            LinkState::Up(conn) => Some(conn.clone()),
+            LinkState::Down => None,
+        };
+        conn.ok_or_else(|| {
+            self.spawn_reconnect();
+            format!("redis {} is down (reconnecting)", self.describe)
+        })
+    }
+
+    /// Applies the pending invalidations, if any, on the shared connection.
+    ///
+    /// Runs before a cached read while some are pending, and from the reconnect
+    /// loop. Returns `Ok` once nothing is pending; on failure they stay pending.
+    async fn apply_pending(self: &Arc<Self>) -> Result<(), String> {
+        let conn = self.connection()?;
+        self.apply_pending_on(conn).await
+    }
+
+    /// [`Link::apply_pending`] on a given connection. Takes the pending set out,
+    /// and puts it back (merged with newer ones) if applying fails.
+    async fn apply_pending_on(&self, mut conn: MultiplexedConnection) -> Result<(), String> {
+        let taken = {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::take(&mut *pending)
+        };
+        if !taken.any {
+            return Ok(());
+        }
+        let work = async {
+            let mut keys = vec![EVENTS_VERSION_KEY.to_owned()];
+            if taken.all_customers {
+                let pattern = format!("{}*", customer_version_key(""));
+                let mut cursor = 0_u64;
+                loop {
+                    let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await?;
+                    keys.extend(found);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            } else {
+                keys.extend(taken.customers.iter().map(|c| customer_version_key(c)));
+            }
+            let position = taken
+                .position
+                .map_or_else(String::new, |p| p.as_u64().to_string());
+            for chunk in keys.chunks(KEYS_PER_BUMP) {
+                let mut invocation = self.bump.prepare_invoke();
+                for key in chunk {
+                    invocation.key(key);
+                }
+                invocation.arg(&position);
+                invocation.invoke_async::<()>(&mut conn).await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        };
+        let result = match tokio::time::timeout(COMMAND_TIMEOUT * 10, work).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(redact(&e)),
+            Err(_) => Err("applying pending invalidations timed out".to_owned()),
+        };
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match result {
+            Ok(()) => {
+                if !pending.any {
+                    self.has_pending.store(false, Ordering::Release);
+                }
+                tracing::info!("pending read cache invalidations applied");
+                Ok(())
+            }
+            Err(e) => {
+                pending.any = true;
+                pending.position = pending.position.max(taken.position);
+                pending.all_customers |= taken.all_customers;
+                if pending.all_customers {
+                    pending.customers.clear();
+                } else {
+                    pending.customers.extend(taken.customers);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Opens one multiplexed connection, bounded by [`COMMAND_TIMEOUT`].
     async fn open(&self) -> Result<MultiplexedConnection, String> {
         let config = AsyncConnectionConfig::new()
@@ -420,9 +625,15 @@ impl Link {
             loop {
                 tokio::time::sleep(backoff).await;
                 if let Ok(conn) = link.open().await {
-                    *link.lock() = LinkState::Up(conn);
-                    tracing::info!(redis = %link.describe, "read cache reconnected to redis");
-                    break;
+                    // Invalidations missed while Redis was away go first, so no
+                    // read sees an entry older than a write made meanwhile.
+                    if let Err(e) = link.apply_pending_on(conn.clone()).await {
+                        tracing::debug!("pending invalidations not applied yet: {e}");
+                    } else {
+                        *link.lock() = LinkState::Up(conn);
+                        tracing::info!(redis = %link.describe, "read cache reconnected to redis");
+                        break;
+                    }
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -438,14 +649,7 @@ impl Link {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let conn = match &*self.lock() {
-            LinkState::Up(conn) => Some(conn.clone()),
-            LinkState::Down => None,
-        };
-        let Some(conn) = conn else {
-            self.spawn_reconnect();
-            return Err(format!("redis {} is down (reconnecting)", self.describe));
-        };
+        let conn = self.connection()?;
         match tokio::time::timeout(COMMAND_TIMEOUT, op(conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {

@@ -80,12 +80,7 @@ fn run_seed(config: &Config, opts: crate::seed::SeedOptions) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let pool = crate::db::PoolSettings {
-            max_connections: config.db_max_connections,
-            idle_timeout: config.db_idle_timeout,
-            acquire_timeout: config.db_acquire_timeout,
-        };
-        let db = crate::db::Db::connect_with(&config.database_url, pool)
+        let db = crate::db::Db::connect_with(&config.database_url, config.pool_settings())
             .await
             .context("cannot open the database")?;
         eprintln!(

@@ -28,9 +28,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Database URL of the primary (all reads and writes go there today).
+    /// Database URL of the primary: writes, transactions, and reads when no
+    /// replica fits.
     pub database_url: String,
-    /// Read-replica URLs: validated but not used yet.
+    /// URLs of Postgres streaming replicas that serve reads.
     pub replica_urls: Vec<String>,
     /// Maximum number of pooled database connections.
     pub db_max_connections: u32,
@@ -38,8 +39,15 @@ pub struct Config {
     pub db_idle_timeout: Duration,
     /// How long a query waits for a pooled connection before failing (503).
     pub db_acquire_timeout: Duration,
-    /// The largest replica lag tolerated once replicas serve reads (not used yet).
+    /// A replica further behind than this serves no reads.
     pub max_replica_lag: Duration,
+    /// How often each replica's health and lag are checked.
+    pub replica_check_interval: Duration,
+    /// Postgres is reached through PgBouncer in transaction pooling mode.
+    pub db_pgbouncer: bool,
+    /// A direct URL of the primary for the migrations (required with
+    /// `db_pgbouncer`).
+    pub db_migrations_url: Option<String>,
     /// How long `/readyz` waits for `SELECT 1`, in milliseconds.
     pub ready_timeout_ms: u64,
     /// How long a client has to send a request's headers, in milliseconds.
@@ -64,6 +72,9 @@ impl Default for Config {
             db_idle_timeout: Duration::from_secs(600),
             db_acquire_timeout: Duration::from_secs(5),
             max_replica_lag: Duration::from_secs(2),
+            replica_check_interval: Duration::from_secs(1),
+            db_pgbouncer: false,
+            db_migrations_url: None,
             ready_timeout_ms: 2000,
             header_read_timeout_ms: 30_000,
             idle_timeout_ms: 75_000,
@@ -86,6 +97,12 @@ impl std::fmt::Debug for Config {
             .field("db_idle_timeout", &self.db_idle_timeout)
             .field("db_acquire_timeout", &self.db_acquire_timeout)
             .field("max_replica_lag", &self.max_replica_lag)
+            .field("replica_check_interval", &self.replica_check_interval)
+            .field("db_pgbouncer", &self.db_pgbouncer)
+            .field(
+                "db_migrations_url",
+                &self.db_migrations_url.as_deref().map(redact_url),
+            )
             .field("ready_timeout_ms", &self.ready_timeout_ms)
             .field("header_read_timeout_ms", &self.header_read_timeout_ms)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
@@ -102,12 +119,64 @@ impl Config {
     ///
     /// Runs once at start-up, before anything is opened or bound. Returns an error
     /// naming the file and the key if the file cannot be read or is invalid.
+    /// Also errors when replicas are set for a SQLite primary.
     pub fn resolve(args: &Args) -> anyhow::Result<Self> {
         let file = match &args.config {
             Some(path) => config_file::load(path)?,
             None => FileConfig::default(),
         };
-        Ok(Self::merge(file, args))
+        let config = Self::merge(file, args);
+        if !config.replica_urls.is_empty() && config.database_url.starts_with("sqlite:") {
+            anyhow::bail!(
+                "database.replicas: read replicas need a postgres:// primary \
+                 (database.primary is SQLite)"
+            );
+        }
+        let is_postgres = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+        if config.db_pgbouncer
+            && is_postgres(&config.database_url)
+            && config.db_migrations_url.is_none()
+        {
+            anyhow::bail!(
+                "database.migrations_url: required with database.pgbouncer: true \
+                 (migrations need a direct or session-mode connection to the primary)"
+            );
+        }
+        if config
+            .db_migrations_url
+            .as_deref()
+            .is_some_and(|u| !is_postgres(u))
+        {
+            anyhow::bail!("database.migrations_url: expected a URL starting with postgres://");
+        }
+        if let Some(i) = config
+            .replica_urls
+            .iter()
+            .position(|u| !(u.starts_with("postgres://") || u.starts_with("postgresql://")))
+        {
+            anyhow::bail!("database.replicas[{i}]: expected a URL starting with postgres://");
+        }
+        Ok(config)
+    }
+
+    /// The pool settings of every database pool. Used at start-up.
+    pub fn pool_settings(&self) -> crate::db::PoolSettings {
+        crate::db::PoolSettings {
+            max_connections: self.db_max_connections,
+            idle_timeout: self.db_idle_timeout,
+            acquire_timeout: self.db_acquire_timeout,
+            pgbouncer: self.db_pgbouncer,
+        }
+    }
+
+    /// The read replicas and how they are judged. Used at start-up.
+    pub fn replica_settings(&self) -> crate::db::ReplicaSettings {
+        crate::db::ReplicaSettings {
+            urls: self.replica_urls.clone(),
+            max_lag: self.max_replica_lag,
+            check_interval: self.replica_check_interval,
+            migrations_url: self.db_migrations_url.clone(),
+        }
     }
 
     /// Layers `file` over the defaults and `args` over both.
@@ -120,32 +189,77 @@ impl Config {
                 .clone()
                 .or(file.database_url)
                 .unwrap_or(d.database_url),
-            replica_urls: file.replica_urls.unwrap_or(d.replica_urls),
-            db_max_connections: args
-                .db_max_connections
-                .or(file.db_max_connections)
-                .unwrap_or(d.db_max_connections),
-            db_idle_timeout: args
-                .db_idle_timeout
-                .or(file.db_idle_timeout)
-                .unwrap_or(d.db_idle_timeout),
-            db_acquire_timeout: args
-                .db_acquire_timeout
-                .or(file.db_acquire_timeout)
-                .unwrap_or(d.db_acquire_timeout),
-            max_replica_lag: file.max_replica_lag.unwrap_or(d.max_replica_lag),
-            ready_timeout_ms: args.ready_timeout_ms.unwrap_or(d.ready_timeout_ms),
-            header_read_timeout_ms: args
-                .header_read_timeout_ms
-                .unwrap_or(d.header_read_timeout_ms),
-            idle_timeout_ms: args.idle_timeout_ms.unwrap_or(d.idle_timeout_ms),
+            replica_urls: args
+                .db_replicas
+                .clone()
+                .map(|urls| urls.into_iter().filter(|u| !u.is_empty()).collect())
+                .or(file.replica_urls)
+                .unwrap_or(d.replica_urls),
+            db_max_connections: layered(
+                args.db_max_connections,
+                file.db_max_connections,
+                d.db_max_connections,
+            ),
+            db_idle_timeout: layered(
+                args.db_idle_timeout,
+                file.db_idle_timeout,
+                d.db_idle_timeout,
+            ),
+            db_acquire_timeout: layered(
+                args.db_acquire_timeout,
+                file.db_acquire_timeout,
+                d.db_acquire_timeout,
+            ),
+            max_replica_lag: layered(
+                args.db_max_replica_lag,
+                file.max_replica_lag,
+                d.max_replica_lag,
+            ),
+            replica_check_interval: layered(
+                args.db_replica_check_interval,
+                file.replica_check_interval,
+                d.replica_check_interval,
+            ),
+            db_pgbouncer: layered(args.db_pgbouncer, file.db_pgbouncer, d.db_pgbouncer),
+            db_migrations_url: args
+                .db_migrations_url
+                .clone()
+                .or(file.db_migrations_url)
+                .or(d.db_migrations_url),
+            ready_timeout_ms: layered(
+                args.ready_timeout_ms,
+                file.ready_timeout.map(millis),
+                d.ready_timeout_ms,
+            ),
+            header_read_timeout_ms: layered(
+                args.header_read_timeout_ms,
+                file.header_read_timeout.map(millis),
+                d.header_read_timeout_ms,
+            ),
+            idle_timeout_ms: layered(
+                args.idle_timeout_ms,
+                file.idle_timeout.map(millis),
+                d.idle_timeout_ms,
+            ),
             redis_url: args.redis_url.clone().or(file.redis_url).or(d.redis_url),
-            summary_ttl_secs: args
-                .summary_ttl_secs
-                .or(file.summary_ttl_secs)
-                .unwrap_or(d.summary_ttl_secs),
+            summary_ttl_secs: layered(
+                args.summary_ttl_secs,
+                file.summary_ttl_secs,
+                d.summary_ttl_secs,
+            ),
         }
     }
+}
+
+/// A setting's value: the flag (or its environment variable) if given, else
+/// the config file's, else the built-in default.
+fn layered<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
+}
+
+/// Whole milliseconds of `d`, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `url` with any password replaced by `***` (`scheme://user:***@host/...`), for
@@ -231,6 +345,44 @@ pub struct Args {
     #[arg(long, env = "ENGINE_DB_ACQUIRE_TIMEOUT", global = true,
           value_parser = positive_duration_arg)]
     pub db_acquire_timeout: Option<Duration>,
+
+    /// Postgres URLs of streaming replicas that serve reads, comma-separated
+    /// [default: none].
+    #[arg(
+        long,
+        env = "ENGINE_DB_REPLICAS",
+        global = true,
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub db_replicas: Option<Vec<String>>,
+
+    /// A replica further behind the primary than this serves no reads, e.g. 2s
+    /// [default: 2s].
+    #[arg(long, env = "ENGINE_DB_MAX_REPLICA_LAG", global = true, value_parser = duration_arg)]
+    pub db_max_replica_lag: Option<Duration>,
+
+    /// How often each replica's health and lag are checked, e.g. 1s [default: 1s].
+    #[arg(long, env = "ENGINE_DB_REPLICA_CHECK_INTERVAL", global = true,
+          value_parser = positive_duration_arg)]
+    pub db_replica_check_interval: Option<Duration>,
+
+    /// Postgres is reached through PgBouncer in transaction pooling mode: each
+    /// query in its own transaction with unnamed statements; needs
+    /// --db-migrations-url [default: false].
+    #[arg(long, env = "ENGINE_DB_PGBOUNCER", global = true, num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub db_pgbouncer: Option<bool>,
+
+    /// A direct (or session-mode) URL of the primary for the migrations; required
+    /// with --db-pgbouncer [default: the database URL].
+    #[arg(
+        long,
+        env = "ENGINE_DB_MIGRATIONS_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub db_migrations_url: Option<String>,
 
     /// How long `/readyz` waits for `SELECT 1` before answering 503, in milliseconds
     /// [default: 2000].

@@ -21,7 +21,7 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// `database.primary`.
     pub database_url: Option<String>,
-    /// `database.replicas` (validated, not used yet).
+    /// `database.replicas`.
     pub replica_urls: Option<Vec<String>>,
     /// `database.connection_pool.max_connections`.
     pub db_max_connections: Option<u32>,
@@ -31,6 +31,18 @@ pub struct FileConfig {
     pub db_acquire_timeout: Option<Duration>,
     /// `database.max_replica_lag`.
     pub max_replica_lag: Option<Duration>,
+    /// `database.replica_check_interval`.
+    pub replica_check_interval: Option<Duration>,
+    /// `database.pgbouncer`.
+    pub db_pgbouncer: Option<bool>,
+    /// `database.migrations_url`.
+    pub db_migrations_url: Option<String>,
+    /// `http.ready_timeout`.
+    pub ready_timeout: Option<Duration>,
+    /// `http.header_read_timeout`.
+    pub header_read_timeout: Option<Duration>,
+    /// `http.idle_timeout`.
+    pub idle_timeout: Option<Duration>,
     /// `redis`.
     pub redis_url: Option<String>,
     /// `cache.summary_ttl`, in whole seconds.
@@ -48,6 +60,15 @@ impl std::fmt::Debug for FileConfig {
             .field("db_idle_timeout", &self.db_idle_timeout)
             .field("db_acquire_timeout", &self.db_acquire_timeout)
             .field("max_replica_lag", &self.max_replica_lag)
+            .field("replica_check_interval", &self.replica_check_interval)
+            .field("db_pgbouncer", &self.db_pgbouncer)
+            .field(
+                "db_migrations_url",
+                &self.db_migrations_url.as_ref().map(|_| "<set>"),
+            )
+            .field("ready_timeout", &self.ready_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("summary_ttl_secs", &self.summary_ttl_secs)
             .finish()
@@ -95,6 +116,18 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
                 );
             }
             "database" => parse_database(value, &mut out)?,
+            "http" => {
+                for (key, value) in entries(value, "http")? {
+                    let path = format!("http.{key}");
+                    let slot = match key.as_str() {
+                        "ready_timeout" => &mut out.ready_timeout,
+                        "header_read_timeout" => &mut out.header_read_timeout,
+                        "idle_timeout" => &mut out.idle_timeout,
+                        other => return Err(unknown("http.", other)),
+                    };
+                    *slot = Some(positive_duration(value, &path)?);
+                }
+            }
             "redis" => out.redis_url = Some(url(value, "redis", &["redis://", "rediss://"])?),
             "cache" => {
                 for (key, value) in entries(value, "cache")? {
@@ -121,6 +154,8 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
 
 /// The URL schemes the engine can open.
 const DATABASE_SCHEMES: &[&str] = &["sqlite:", "postgres://", "postgresql://"];
+/// The URL schemes of read replicas (SQLite has none).
+const POSTGRES_SCHEMES: &[&str] = &["postgres://", "postgresql://"];
 
 /// Parses the `database` section into `out`.
 fn parse_database(section: &Yaml, out: &mut FileConfig) -> Result<(), String> {
@@ -139,7 +174,7 @@ fn parse_database(section: &Yaml, out: &mut FileConfig) -> Result<(), String> {
                 let urls = items
                     .iter()
                     .enumerate()
-                    .map(|(i, item)| url(item, &format!("{path}[{i}]"), DATABASE_SCHEMES))
+                    .map(|(i, item)| url(item, &format!("{path}[{i}]"), POSTGRES_SCHEMES))
                     .collect::<Result<Vec<_>, _>>()?;
                 out.replica_urls = Some(urls);
             }
@@ -159,11 +194,7 @@ fn parse_database(section: &Yaml, out: &mut FileConfig) -> Result<(), String> {
                         }
                         "idle_timeout" => out.db_idle_timeout = Some(duration(value, &path)?),
                         "acquire_timeout" => {
-                            let timeout = duration(value, &path)?;
-                            if timeout.is_zero() {
-                                return Err(format!("{path}: must be more than 0s"));
-                            }
-                            out.db_acquire_timeout = Some(timeout);
+                            out.db_acquire_timeout = Some(positive_duration(value, &path)?);
                         }
                         other => return Err(unknown("database.connection_pool.", other)),
                     }
@@ -171,6 +202,21 @@ fn parse_database(section: &Yaml, out: &mut FileConfig) -> Result<(), String> {
             }
             "max_replica_lag" => {
                 out.max_replica_lag = Some(duration(value, "database.max_replica_lag")?);
+            }
+            "replica_check_interval" => {
+                out.replica_check_interval =
+                    Some(positive_duration(value, "database.replica_check_interval")?);
+            }
+            "migrations_url" => {
+                out.db_migrations_url =
+                    Some(url(value, "database.migrations_url", POSTGRES_SCHEMES)?);
+            }
+            "pgbouncer" => {
+                out.db_pgbouncer = Some(
+                    value
+                        .as_bool()
+                        .ok_or("database.pgbouncer: expected true or false")?,
+                );
             }
             other => return Err(unknown("database.", other)),
         }
@@ -239,6 +285,15 @@ fn duration(value: &Yaml, path: &str) -> Result<Duration, String> {
     parsed.ok_or_else(|| format!("{path}: expected a duration like 30s"))
 }
 
+/// A duration at `path` that must be more than zero.
+fn positive_duration(value: &Yaml, path: &str) -> Result<Duration, String> {
+    let d = duration(value, path)?;
+    if d.is_zero() {
+        return Err(format!("{path}: must be more than 0s"));
+    }
+    Ok(d)
+}
+
 /// Parses a duration written `Nms`, `Ns`, `Nm` or `N` (seconds), `N` a
 /// non-negative integer.
 ///
@@ -287,7 +342,8 @@ mod tests {
             "listen: 127.0.0.1:9000\n\
              database:\n  primary: postgres://u:pw@h:5432/db\n  replicas: [postgres://r1/db]\n\
              \x20 connection_pool: { max_connections: 200, idle_timeout: 30s, acquire_timeout: 500ms }\n\
-             \x20 max_replica_lag: 2\n\
+             \x20 max_replica_lag: 2\n  replica_check_interval: 250ms\n  pgbouncer: true\n\
+             http: { ready_timeout: 1s, header_read_timeout: 10s, idle_timeout: 2m }\n\
              redis: redis://127.0.0.1:6379\ncache: { summary_ttl: 2m }\n",
         )
         .unwrap();
@@ -298,6 +354,11 @@ mod tests {
         assert_eq!(c.db_idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(c.db_acquire_timeout, Some(Duration::from_millis(500)));
         assert_eq!(c.max_replica_lag, Some(Duration::from_secs(2)));
+        assert_eq!(c.replica_check_interval, Some(Duration::from_millis(250)));
+        assert_eq!(c.db_pgbouncer, Some(true));
+        assert_eq!(c.ready_timeout, Some(Duration::from_secs(1)));
+        assert_eq!(c.header_read_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(120)));
         assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
         assert_eq!(c.summary_ttl_secs, Some(120));
         assert!(!format!("{c:?}").contains("pw"));
@@ -327,6 +388,19 @@ mod tests {
                 "database: { replicas: [postgres://a/b, 'mysql://u:secret@h/db'] }\n",
                 "database.replicas[1]: expected a URL",
             ),
+            (
+                "database: { replicas: ['sqlite://r.db'] }\n",
+                "database.replicas[0]: expected a URL starting with postgres://",
+            ),
+            (
+                "database: { pgbouncer: yes please }\n",
+                "database.pgbouncer: expected true or false",
+            ),
+            (
+                "http: { idle_timeout: 0s }\n",
+                "http.idle_timeout: must be more than 0s",
+            ),
+            ("http: { keepalive: 1s }\n", "http.keepalive: unknown key"),
             (
                 "cache: { summary_ttl: 1500ms }\n",
                 "cache.summary_ttl: expected a whole",

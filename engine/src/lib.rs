@@ -11,7 +11,9 @@
 //! - [`state`]: the shared state handed to every request handler.
 //! - [`error`]: [`AppError`], the one place errors become HTTP responses.
 //! - [`cache`]: the optional Redis cache-aside of the read endpoints, and metrics.
-//! - [`db`]: connection pools for SQLite or Postgres, migrations and queries.
+//! - [`db`]: connection pools for SQLite or Postgres (primary and read replicas),
+//!   migrations and queries.
+//! - [`consistency`]: the `Consistency-Token` header of read-your-writes.
 //! - [`model`]: the domain types (events, filters, cursors, summaries).
 //! - [`validation`]: turns untrusted JSON bodies and query strings into [`model`] types.
 //! - [`idempotency`]: the `Idempotency-Key` header and request fingerprints of
@@ -24,6 +26,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod config_file;
+pub mod consistency;
 pub mod db;
 pub mod error;
 pub mod idempotency;
@@ -63,12 +66,9 @@ pub fn app(state: AppState) -> Router {
 /// then closes the pool. Returns an error if the database cannot be
 /// opened or migrated, or the address cannot be bound.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let pool = db::PoolSettings {
-        max_connections: config.db_max_connections,
-        idle_timeout: config.db_idle_timeout,
-        acquire_timeout: config.db_acquire_timeout,
-    };
-    let db = db::Db::connect_with(&config.database_url, pool)
+    let pool = config.pool_settings();
+    let replicas = config.replica_settings();
+    let db = db::Db::open(&config.database_url, pool, &replicas)
         .await
         .context("cannot open the database")?;
     tracing::info!(
@@ -77,14 +77,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_connections = pool.max_connections,
         idle_timeout = ?pool.idle_timeout,
         acquire_timeout = ?pool.acquire_timeout,
+        pgbouncer = pool.pgbouncer,
+        replicas = replicas.urls.len(),
+        max_replica_lag = ?replicas.max_lag,
         "database ready, migrations applied"
     );
-    if !config.replica_urls.is_empty() {
-        tracing::warn!(
-            replicas = config.replica_urls.len(),
-            "database.replicas is set but read replicas are not used yet: all queries go to the primary"
-        );
-    }
 
     let cache = match &config.redis_url {
         Some(url) => cache::Cache::connect(url, config.summary_ttl_secs)

@@ -9,6 +9,7 @@ pub mod bin;
 pub mod engine;
 pub mod gateway;
 pub mod pg;
+pub mod pgbouncer;
 pub mod pki;
 pub mod redis;
 pub mod upstream;

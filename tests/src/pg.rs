@@ -17,9 +17,11 @@
 //! Binaries are looked up in `$PG_BIN_DIR`, then next to the `initdb` found on
 //! `PATH` (symlinks resolved), then in the highest `/usr/lib/postgresql/*/bin`.
 //!
-//! The pieces ([`PgBinaries`], [`PgCluster::launch`]) are separate so a streaming
-//! replica (`pg_basebackup -R` into a second data directory, then `launch`) can be
-//! added next to the primary.
+//! [`PgCluster::start_replica`] adds a streaming replica of a running cluster
+//! (`pg_basebackup -R` into a second temporary directory, then started on its own
+//! free port). [`PgCluster::halt`] and [`PgCluster::resume`] stop and restart a
+//! server on the same port, keeping its data, to test a server that goes away
+//! and comes back. [`PgCluster::sql`] runs one statement through `psql`.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -100,13 +102,14 @@ impl PgBinaries {
 /// Who runs the server tools: the current user, or `postgres` via `runuser` when
 /// the current user is root.
 #[derive(Debug, Clone)]
-enum RunAs {
+pub(crate) enum RunAs {
     CurrentUser,
     Postgres { uid: u32, gid: u32 },
 }
 
 impl RunAs {
-    fn detect() -> anyhow::Result<Self> {
+    /// Decides who runs server tools in this process (root → `postgres`).
+    pub(crate) fn detect() -> anyhow::Result<Self> {
         let is_root = fs::metadata("/proc/self")
             .map(|m| m.uid() == 0)
             .unwrap_or(false);
@@ -136,7 +139,7 @@ impl RunAs {
     }
 
     /// A command running `program` as the right user.
-    fn command(&self, program: &Path) -> Command {
+    pub(crate) fn command(&self, program: &Path) -> Command {
         match self {
             RunAs::CurrentUser => Command::new(program),
             RunAs::Postgres { .. } => {
@@ -148,7 +151,7 @@ impl RunAs {
     }
 
     /// Gives `path` to the server user.
-    fn own(&self, path: &Path) -> anyhow::Result<()> {
+    pub(crate) fn own(&self, path: &Path) -> anyhow::Result<()> {
         if let RunAs::Postgres { uid, gid } = self {
             std::os::unix::fs::chown(path, Some(*uid), Some(*gid))
                 .with_context(|| format!("cannot chown {} to postgres", path.display()))?;
@@ -248,35 +251,95 @@ impl PgCluster {
         SHARED.get_or_init(PgCluster::start)
     }
 
+    /// Creates and starts a streaming replica of this (running) cluster: a base
+    /// backup with `pg_basebackup -R -X stream` (which writes the standby settings)
+    /// into a new temporary directory, started on its own free port. It has the
+    /// primary's databases; [`PgCluster::url_for`] on it names one.
+    ///
+    /// Takes about a second; returns when the replica accepts connections (it
+    /// may still be catching up). Errors with the tool's output or the log.
+    pub fn start_replica(&self) -> anyhow::Result<PgCluster> {
+        let root = tempfile::Builder::new()
+            .prefix("e2e-pg-replica-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let root_path = root.path().to_path_buf();
+        self.run_as.own(&root_path)?;
+        let data_dir = root_path.join("data");
+        let mut basebackup = self.run_as.command(&self.bins.tool("pg_basebackup"));
+        basebackup
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(self.port.to_string())
+            .arg("-D")
+            .arg(&data_dir)
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .current_dir(&root_path);
+        run(&mut basebackup, "pg_basebackup")?;
+        let mut replica = PgCluster {
+            bins: self.bins.clone(),
+            run_as: self.run_as.clone(),
+            root: Some(root),
+            root_path,
+            data_dir,
+            port: 0,
+            database: self.database.clone(),
+            reaper: None,
+            running: false,
+        };
+        replica.launch()?;
+        Ok(replica)
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`, like a crash) but
+    /// keeps its data and port for [`PgCluster::resume`]. Errors if `pg_ctl`
+    /// fails; does nothing when it is not running.
+    pub fn halt(&mut self) -> anyhow::Result<()> {
+        if !self.running {
+            return Ok(());
+        }
+        let mut pg_ctl = self.run_as.command(&self.bins.tool("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", "immediate", "-w", "stop"])
+            .current_dir(&self.root_path);
+        run(&mut pg_ctl, "pg_ctl stop")?;
+        self.running = false;
+        Ok(())
+    }
+
+    /// Starts a [`PgCluster::halt`]ed server again on the same port and waits
+    /// until it accepts connections. Errors (with the log) if it does not start,
+    /// e.g. because another process took the port meanwhile.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        if self.running {
+            return Ok(());
+        }
+        self.start_on(self.port)
+            .with_context(|| format!("server log tail:\n{}", self.log_tail(40)))
+    }
+
+    /// Runs one SQL statement on database `db` with `psql` and returns its output
+    /// (unaligned, tuples only: one line per row, columns separated by `|`),
+    /// trimmed. Errors with psql's message.
+    pub fn sql(&self, db: &str, statement: &str) -> anyhow::Result<String> {
+        let mut psql = Command::new(self.bins.tool("psql"));
+        psql.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-U", "postgres", "-p"])
+            .arg(self.port.to_string())
+            .args(["-d", db, "-c", statement]);
+        let out = run(&mut psql, "psql")?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     /// Starts the server on a free port (retrying on a port clash), waits until it
     /// accepts connections and arms the reaper. Used by [`PgCluster::try_start`]
-    /// and meant for replicas too.
+    /// and [`PgCluster::start_replica`].
     pub fn launch(&mut self) -> anyhow::Result<()> {
-        let sock_dir = self.root_path.join("sock");
-        fs::create_dir_all(&sock_dir).context("cannot create the socket directory")?;
-        self.run_as.own(&sock_dir)?;
-        let log = self.root_path.join("postgres.log");
-
         let mut last_err = None;
         for _ in 0..3 {
-            let port = crate::free_port();
-            let mut pg_ctl = self.run_as.command(&self.bins.tool("pg_ctl"));
-            pg_ctl
-                .arg("-D")
-                .arg(&self.data_dir)
-                .arg("-l")
-                .arg(&log)
-                .args(["-w", "-t", "60", "-o"])
-                .arg(format!("-p {port} -k {}", sock_dir.display()))
-                .arg("start")
-                .current_dir(&self.root_path);
-            match run(&mut pg_ctl, "pg_ctl start") {
-                Ok(_) => {
-                    self.port = port;
-                    self.running = true;
-                    self.reaper = Some(self.spawn_reaper()?);
-                    return Ok(());
-                }
+            match self.start_on(crate::free_port()) {
+                Ok(()) => return Ok(()),
                 Err(e) => last_err = Some(e),
             }
         }
@@ -284,6 +347,32 @@ impl PgCluster {
         Err(last_err
             .unwrap_or_else(|| anyhow::anyhow!("pg_ctl start failed"))
             .context(format!("server log tail:\n{tail}")))
+    }
+
+    /// `pg_ctl start` on `port`, waiting until the server accepts connections;
+    /// arms the reaper the first time.
+    fn start_on(&mut self, port: u16) -> anyhow::Result<()> {
+        let sock_dir = self.root_path.join("sock");
+        fs::create_dir_all(&sock_dir).context("cannot create the socket directory")?;
+        self.run_as.own(&sock_dir)?;
+        let log = self.root_path.join("postgres.log");
+        let mut pg_ctl = self.run_as.command(&self.bins.tool("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!("-p {port} -k {}", sock_dir.display()))
+            .arg("start")
+            .current_dir(&self.root_path);
+        run(&mut pg_ctl, "pg_ctl start")?;
+        self.port = port;
+        self.running = true;
+        if self.reaper.is_none() {
+            self.reaper = Some(self.spawn_reaper()?);
+        }
+        Ok(())
     }
 
     /// A background shell that waits for this test process to exit, then stops the
@@ -373,25 +462,22 @@ impl PgCluster {
 
     /// Stops the server immediately and removes its directory. Idempotent.
     pub fn stop(&mut self) {
-        if self.running {
-            let mut pg_ctl = self.run_as.command(&self.bins.tool("pg_ctl"));
-            pg_ctl
-                .arg("-D")
-                .arg(&self.data_dir)
-                .args(["-m", "immediate", "-w", "stop"])
-                .current_dir(&self.root_path);
-            if let Err(e) = run(&mut pg_ctl, "pg_ctl stop") {
-                eprintln!("warning: {e:#}");
-            }
+        if let Err(e) = self.halt() {
+            eprintln!("warning: {e:#}");
             self.running = false;
         }
-        if let Some(mut reaper) = self.reaper.take() {
-            let _ = reaper.kill();
-            let _ = reaper.wait();
-        }
+        kill(self.reaper.take());
         if let Some(root) = self.root.take() {
             let _ = root.close();
         }
+    }
+}
+
+/// Kills and waits for `process`, if any (errors ignored: it may be gone).
+pub(crate) fn kill(process: Option<Child>) {
+    if let Some(mut child) = process {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -402,7 +488,7 @@ impl Drop for PgCluster {
 }
 
 /// Runs `cmd` to completion; an error carries its stdout and stderr.
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<Output> {
+pub(crate) fn run(cmd: &mut Command, what: &str) -> anyhow::Result<Output> {
     let out = cmd
         .stdin(Stdio::null())
         .output()

@@ -1,5 +1,7 @@
 //! A throwaway `redis-server` per test, on a free port, that a test can stop and
-//! start again on the same port to play a Redis outage.
+//! start again on the same port to play a Redis outage, or pause (SIGSTOP) and
+//! resume (SIGCONT) to play a Redis that hangs: it still accepts connections (the
+//! kernel does) but never answers.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,6 +14,8 @@ use crate::free_port;
 /// A running (or stopped) redis-server owned by one test; killed when dropped.
 pub struct RedisServer {
     child: Option<Child>,
+    /// Whether the process is stopped by [`RedisServer::pause`].
+    paused: bool,
     dir: tempfile::TempDir,
     /// The port it listens on, kept across restarts.
     pub port: u16,
@@ -23,6 +27,7 @@ impl RedisServer {
     pub fn start() -> RedisServer {
         let mut server = RedisServer {
             child: None,
+            paused: false,
             dir: tempfile::tempdir().expect("tempdir"),
             port: free_port(),
         };
@@ -60,12 +65,47 @@ impl RedisServer {
         }
     }
 
-    /// Kills the server (SIGKILL: no goodbye to clients), as a crash would.
+    /// Kills the server (SIGKILL: no goodbye to clients), as a crash would; a
+    /// paused server is resumed first so that nothing is left stopped.
     pub fn stop(&mut self) {
+        self.resume();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the server with SIGSTOP, as a hung Redis: connections are still
+    /// accepted and commands still sent, but nothing is answered until
+    /// [`RedisServer::resume`]. Runs in a test's outage phase; panics if the server
+    /// is not running or the signal cannot be sent. Dropping the server resumes
+    /// and kills it, so a failing test never leaves a stopped process behind.
+    pub fn pause(&mut self) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("redis-server is not running")
+            .id();
+        self.paused = true;
+        assert!(signal(pid, "-STOP"), "cannot SIGSTOP redis-server {pid}");
+    }
+
+    /// Lets a server frozen by [`RedisServer::pause`] run again (SIGCONT); it then
+    /// answers the commands queued meanwhile. Does nothing if it is not paused.
+    pub fn resume(&mut self) {
+        if !self.paused {
+            return;
+        }
+        if let Some(child) = &self.child {
+            // Never panics: this also runs from Drop while a test unwinds.
+            let _ = signal(child.id(), "-CONT");
+        }
+        self.paused = false;
+    }
+
+    /// Whether the server is frozen by [`RedisServer::pause`].
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// `host:port` for configs.
@@ -116,4 +156,13 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to `pid` with kill(1); returns whether it was
+/// delivered.
+fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
 }

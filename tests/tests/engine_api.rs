@@ -3,203 +3,20 @@
 //! per test binary, one database per test).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::engine::{sqlite_url, EngineProcess};
+use e2e::engine::{
+    assert_error, post_event, sqlite_url, Backend, EngineCtx as Ctx, EngineProcess, MAX_AMOUNT,
+};
+use e2e::on_both_backends;
 use e2e::pg::PgCluster;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// The largest accepted `amount` (10^12 - 1 minor units).
-const MAX_AMOUNT: i64 = 999_999_999_999;
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// The database behind an engine, for tests that write to it directly.
-enum Database {
-    /// A SQLite file (in a temporary directory removed on drop).
-    Sqlite {
-        path: PathBuf,
-        _dir: tempfile::TempDir,
-    },
-    /// A database of the shared Postgres cluster.
-    Postgres { url: String },
-}
-
-/// One engine plus an HTTP client (fields drop in order: the engine stops before
-/// its SQLite directory is removed).
-struct Ctx {
-    engine: EngineProcess,
-    http: Client,
-    db: Database,
-}
-
-impl Ctx {
-    fn start(backend: Backend, name: &str) -> Self {
-        let (engine, db) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::Builder::new()
-                    .prefix("e2e-engine-db-")
-                    .tempdir()
-                    .unwrap();
-                let path = dir.path().join("engine.sqlite");
-                let engine = EngineProcess::start(&sqlite_url(&path));
-                (engine, Database::Sqlite { path, _dir: dir })
-            }
-            Backend::Postgres => {
-                let url = PgCluster::shared().create_database(name);
-                (EngineProcess::start(&url), Database::Postgres { url })
-            }
-        };
-        Ctx {
-            engine,
-            http: Client::new(),
-            db,
-        }
-    }
-
-    /// Runs SQL on the engine's database behind its back (with the `sqlite3` or
-    /// `psql` client), e.g. to plant rows the API no longer accepts.
-    fn exec_sql(&self, sql: &str) {
-        let out = match &self.db {
-            Database::Sqlite { path, .. } => Command::new("sqlite3")
-                .args(["-bail", "-cmd", ".timeout 5000"])
-                .arg(path)
-                .arg(sql)
-                .output(),
-            Database::Postgres { url } => Command::new(PgCluster::shared().binaries().tool("psql"))
-                .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-                .arg(url)
-                .output(),
-        }
-        .unwrap_or_else(|e| panic!("cannot run the SQL client (sqlite3 / psql): {e}"));
-        assert!(
-            out.status.success(),
-            "{sql}\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// GET returning the status and the body text (for numbers a `Value` cannot
-    /// hold exactly).
-    async fn get_text(&self, path: &str) -> (StatusCode, String) {
-        let resp = self.http.get(self.url(path)).send().await.unwrap();
-        (resp.status(), resp.text().await.unwrap())
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.engine.api_url(path)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self.http.get(self.url(path)).send().await.unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post_raw(&self, body: &str, content_type: Option<&str>) -> (StatusCode, Value) {
-        let mut req = self.http.post(self.url("/events")).body(body.to_owned());
-        if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, body: &Value) -> (StatusCode, Value) {
-        self.post_raw(&body.to_string(), Some("application/json"))
-            .await
-    }
-
-    /// Posts an event that must succeed; returns the stored event.
-    async fn record(
-        &self,
-        customer: &str,
-        product: &str,
-        kind: &str,
-        amount: i64,
-        currency: &str,
-        at: &str,
-    ) -> Value {
-        let (status, body) = self
-            .post(
-                &json!({"customer_id": customer, "product": product, "kind": kind,
-                          "amount": amount, "currency": currency, "occurred_at": at}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body
-    }
-
-    /// Follows `next_cursor` through all pages of `query`; returns events and the
-    /// number of pages.
-    async fn list_all(&self, query: &str) -> (Vec<Value>, usize) {
-        let mut events = Vec::new();
-        let mut pages = 0;
-        let mut cursor: Option<String> = None;
-        loop {
-            let sep = if query.is_empty() { "" } else { "&" };
-            let path = match &cursor {
-                Some(c) => format!("/events?{query}{sep}cursor={c}"),
-                None => format!("/events?{query}"),
-            };
-            let (status, body) = self.get(&path).await;
-            assert_eq!(status, StatusCode::OK, "{path}: {body}");
-            pages += 1;
-            events.extend(body["data"].as_array().unwrap().iter().cloned());
-            match body["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => return (events, pages),
-            }
-            assert!(pages < 100, "pagination does not end");
-        }
-    }
-}
-
-/// Asserts an error response: status, `error.code` and `error.field`.
-#[track_caller]
-fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str, field: Option<&str>) {
-    let (s, body) = got;
-    assert_eq!(*s, status, "{body}");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    match field {
-        Some(f) => assert_eq!(body["error"]["field"], f, "{body}"),
-        None => assert!(body["error"].get("field").is_none(), "{body}"),
-    }
-}
-
-/// Runs an async test body against both backends as `<name>::sqlite` and
-/// `<name>::postgres`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     create_and_fetch,
@@ -210,6 +27,7 @@ on_both_backends!(
     body_validation_errors,
     query_validation_errors,
     health_and_routing,
+    pagination_is_stable_under_concurrent_inserts,
 );
 
 async fn create_and_fetch(backend: Backend) {
@@ -579,7 +397,7 @@ async fn summary_totals_are_exact_and_never_overflow(backend: Backend) {
             )
         })
         .collect();
-    ctx.exec_sql(&format!(
+    ctx.sql(&format!(
         "INSERT INTO revenue_events \
          (id, customer_id, product, kind, amount, currency, occurred_at, created_at) \
          VALUES {}",
@@ -867,7 +685,7 @@ async fn health_and_routing(backend: Backend) {
     for path in ["/nope", "/api/v1/revenue/nope", "/api/v1/revenue"] {
         let resp = ctx.http.get(format!("{base}{path}")).send().await.unwrap();
         let status = resp.status();
-        let got = (status, resp.json().await.unwrap());
+        let got: (StatusCode, Value) = (status, resp.json().await.unwrap());
         assert_error(&got, StatusCode::NOT_FOUND, "not_found", None);
     }
 
@@ -876,7 +694,7 @@ async fn health_and_routing(backend: Backend) {
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     let allow = resp.headers()["allow"].to_str().unwrap().to_owned();
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
-    let got = (StatusCode::METHOD_NOT_ALLOWED, resp.json().await.unwrap());
+    let got: (StatusCode, Value) = (StatusCode::METHOD_NOT_ALLOWED, resp.json().await.unwrap());
     assert_error(
         &got,
         StatusCode::METHOD_NOT_ALLOWED,
@@ -917,7 +735,7 @@ async fn health_and_routing(backend: Backend) {
         let mut got: Vec<&str> = allow.split(',').map(str::trim).collect();
         got.sort();
         assert_eq!(got, *allowed, "{method} {path}");
-        let got = (status, resp.json().await.unwrap());
+        let got: (StatusCode, Value) = (status, resp.json().await.unwrap());
         assert_error(
             &got,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -1086,7 +904,7 @@ async fn readyz_fails_when_postgres_is_gone() {
         .await
         .unwrap();
     let status = resp.status();
-    let got = (status, resp.json().await.unwrap());
+    let got: (StatusCode, Value) = (status, resp.json().await.unwrap());
     assert_error(&got, StatusCode::SERVICE_UNAVAILABLE, "unavailable", None);
     let resp = http
         .get(format!("{}/healthz", engine.base_url()))
@@ -1094,4 +912,293 @@ async fn readyz_fails_when_postgres_is_gone() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// Microseconds in a second.
+const US: i64 = 1_000_000;
+
+/// `2026-01-01T00:00:00Z` plus `micros` (less than 28 days), in RFC 3339.
+fn at(micros: i64) -> String {
+    let (secs, frac) = (micros / US, micros % US);
+    let (day, rest) = (secs / 86_400, secs % 86_400);
+    format!(
+        "2026-01-{:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        day + 1,
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// The inverse of [`at`] for any `occurred_at` the engine answers in January 2026
+/// (`2026-01-DDTHH:MM:SS[.f]Z`).
+fn micros_of(occurred_at: &str) -> i64 {
+    let s = occurred_at
+        .strip_prefix("2026-01-")
+        .and_then(|s| s.strip_suffix('Z'))
+        .unwrap_or_else(|| panic!("not in January 2026: {occurred_at}"));
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let n = |r: std::ops::Range<usize>| whole[r].parse::<i64>().unwrap();
+    let secs = (n(0..2) - 1) * 86_400 + n(3..5) * 3600 + n(6..8) * 60 + n(9..11);
+    let frac = format!("{frac:0<6}").parse::<i64>().unwrap();
+    secs * US + frac
+}
+
+/// A position in the `(occurred_at DESC, id DESC)` order: larger is newer.
+type Key = (i64, String);
+
+fn key_of(event: &Value) -> Key {
+    (
+        micros_of(event["occurred_at"].as_str().unwrap()),
+        event["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Where a concurrent insert was aimed, relative to the reader's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Aim {
+    /// Newer than every event (after the first page was read).
+    Newer,
+    /// Strictly newer than the last event read so far (already-read region).
+    Read,
+    /// Strictly older than the last event read so far (not-yet-read region).
+    Unread,
+    /// The same `occurred_at` as the last event read (the id decides the side).
+    Tie,
+}
+
+/// An event posted while the reader paged.
+#[derive(Debug)]
+struct Inserted {
+    key: Key,
+    aim: Aim,
+    /// When its 201 arrived.
+    done: Instant,
+}
+
+/// What the reader has seen so far, shared with the writers.
+#[derive(Debug, Default)]
+struct Progress {
+    /// `occurred_at` of the last event read; `None` before the first page.
+    last: Option<i64>,
+}
+
+/// Pages of 25 through 300 events (runs of equal `occurred_at`, one of 30 across
+/// a page boundary) while three writers post events newer than everything, into
+/// the region already read, into the region not yet read, and at the reader's
+/// exact `occurred_at`. Every pre-existing event is listed exactly once, nothing
+/// twice, in strict (occurred_at DESC, id DESC) order; nothing newer than the
+/// reader's position shows up later; events posted into the unread region show up
+/// in order (and must, when posted before the page that covers them was asked
+/// for). A cursor whose event and neighbours were deleted still works.
+async fn pagination_is_stable_under_concurrent_inserts(backend: Backend) {
+    let ctx = Ctx::start(backend, "keyset_concurrent");
+    let url = ctx.url("/events");
+    let body = |micros: i64, tag: &str| {
+        json!({"customer_id": tag, "product": "p", "kind": "charge", "amount": 1,
+               "currency": "USD", "occurred_at": at(micros)})
+        .to_string()
+    };
+
+    // 300 events on slots 1000 s apart: slot 100 holds a run of 30 (i 100..130),
+    // and every 7th other event shares the slot of the one before it.
+    let slot = |i: i64| -> i64 {
+        let s = if (100..130).contains(&i) {
+            100
+        } else if i % 7 == 0 {
+            i - 1
+        } else {
+            i
+        };
+        (s + 1) * 1000 * US
+    };
+    let mut seeded: HashMap<String, i64> = HashMap::new();
+    for chunk in (0..300i64).collect::<Vec<_>>().chunks(20) {
+        let mut set = tokio::task::JoinSet::new();
+        for &i in chunk {
+            let (http, url, body) = (ctx.http.clone(), url.clone(), body(slot(i), "seed"));
+            set.spawn(async move { (i, post_event(&http, &url, &body, &[]).await) });
+        }
+        while let Some(done) = set.join_next().await {
+            let (i, reply) = done.unwrap();
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+            seeded.insert(reply.id().to_owned(), slot(i));
+        }
+    }
+    assert_eq!(seeded.len(), 300);
+    let newest_seed = slot(299);
+
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let inserted = Arc::new(Mutex::new(Vec::<Inserted>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..3u64 {
+        let (http, url) = (ctx.http.clone(), url.clone());
+        let (progress, inserted, stop) = (progress.clone(), inserted.clone(), stop.clone());
+        writers.spawn(async move {
+            let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ (w + 1);
+            let mut next = move |n: i64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                i64::try_from(rng % n.max(1) as u64).unwrap()
+            };
+            for n in 0..40 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let last = progress.lock().unwrap().last;
+                let Some(last) = last else {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                };
+                let aim = [Aim::Newer, Aim::Read, Aim::Unread, Aim::Tie][n % 4];
+                // Off-slot instants carry microseconds, so they tie with nothing.
+                let micros = match aim {
+                    Aim::Newer => newest_seed + (1 + next(1000)) * US + next(US),
+                    Aim::Read if last < newest_seed => last + 1 + next(newest_seed - last),
+                    Aim::Unread if last > 1000 * US => 1 + next(last - 1),
+                    Aim::Tie => last,
+                    _ => continue,
+                };
+                let reply = post_event(&http, &url, &body(micros, "new"), &[]).await;
+                assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+                let key = (micros, reply.id().to_owned());
+                let done = Instant::now();
+                inserted.lock().unwrap().push(Inserted { key, aim, done });
+                tokio::time::sleep(Duration::from_millis(1 + next(5) as u64)).await;
+            }
+        });
+    }
+
+    // The reader: each page's request time and the position it starts after.
+    let mut listed: Vec<Key> = Vec::new();
+    let mut pages: Vec<(Instant, Option<Key>, usize)> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/events?limit=25&cursor={c}"),
+            None => "/events?limit=25".to_owned(),
+        };
+        let sent = Instant::now();
+        let (status, page) = ctx.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 25);
+        pages.push((sent, listed.last().cloned(), data.len()));
+        listed.extend(data.iter().map(key_of));
+        progress.lock().unwrap().last = listed.last().map(|k| k.0);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages.len() < 60, "pagination does not end");
+        // Let the writers in between pages.
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let inserted = std::mem::take(&mut *inserted.lock().unwrap());
+
+    // Nothing twice, strictly (occurred_at DESC, id DESC).
+    let mut seen = HashSet::new();
+    for key in &listed {
+        assert!(seen.insert(key.1.clone()), "{} listed twice", key.1);
+    }
+    for pair in listed.windows(2) {
+        assert!(pair[0] > pair[1], "out of order: {pair:?}");
+    }
+    // Every pre-existing event exactly once, with its own occurred_at.
+    for (id, micros) in &seeded {
+        let found = listed.iter().find(|k| &k.0 == micros && &k.1 == id);
+        assert!(found.is_some(), "seeded {id} at {} not listed", at(*micros));
+    }
+    let by_id: HashMap<&str, &Inserted> = inserted.iter().map(|e| (e.key.1.as_str(), e)).collect();
+    for key in &listed {
+        assert!(
+            seeded.contains_key(&key.1) || by_id.contains_key(key.1.as_str()),
+            "{key:?} was never posted"
+        );
+    }
+    // Inserts behind the reader never show up; inserts ahead of it do when they
+    // were stored before the page covering them was asked for.
+    let first_page = pages[0].2;
+    let mut counts: HashMap<(Aim, bool), usize> = HashMap::new();
+    for e in &inserted {
+        let index = listed.iter().position(|k| *k == e.key);
+        *counts.entry((e.aim, index.is_some())).or_default() += 1;
+        match e.aim {
+            Aim::Newer | Aim::Read => {
+                assert!(index.is_none(), "{:?} insert {:?} listed", e.aim, e.key);
+            }
+            Aim::Unread | Aim::Tie => {
+                let must = pages.iter().any(|(sent, after, _)| {
+                    e.done < *sent && after.as_ref().is_some_and(|a| e.key < *a)
+                });
+                assert!(
+                    index.is_some() || !must,
+                    "{:?} insert {:?} stored before its page was read, but not listed",
+                    e.aim,
+                    e.key
+                );
+                if let Some(i) = index {
+                    assert!(i >= first_page, "{:?} insert on the first page", e.aim);
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{backend:?}: {} pages, {} listed, {} inserted meanwhile; (aim, listed) counts {counts:?}",
+        pages.len(),
+        listed.len(),
+        inserted.len()
+    );
+    assert_eq!(
+        listed.len(),
+        300 + counts
+            .iter()
+            .filter(|((_, l), _)| *l)
+            .map(|(_, n)| n)
+            .sum::<usize>()
+    );
+    assert!(
+        counts.get(&(Aim::Unread, true)).copied().unwrap_or(0) > 0
+            && counts.get(&(Aim::Read, false)).copied().unwrap_or(0) > 0
+            && counts.get(&(Aim::Newer, false)).copied().unwrap_or(0) > 0,
+        "the writers did not overlap the reader: {counts:?}"
+    );
+
+    // A cursor whose event and both neighbours are gone still continues right
+    // after its position.
+    let all = ctx.all_events().await;
+    let (_, page) = ctx.get("/events?limit=75").await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let gone: Vec<&str> = all[73..76]
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    ctx.sql(&format!(
+        "DELETE FROM revenue_events WHERE id IN ('{}')",
+        gone.join("', '")
+    ));
+    let (status, page) = ctx.get(&format!("/events?limit=25&cursor={cursor}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let expected: Vec<&Value> = all[76..101].iter().collect();
+    let got: Vec<&Value> = page["data"].as_array().unwrap().iter().collect();
+    assert_eq!(got, expected);
+    // And one past the oldest event, with nothing left after it: an empty last page.
+    let all = ctx.all_events().await;
+    let n = all.len();
+    let (_, page) = ctx.get(&format!("/events?limit={}", n - 1)).await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    ctx.sql(&format!(
+        "DELETE FROM revenue_events WHERE id IN ('{}', '{}')",
+        all[n - 2]["id"].as_str().unwrap(),
+        all[n - 1]["id"].as_str().unwrap()
+    ));
+    let (status, page) = ctx.get(&format!("/events?limit=25&cursor={cursor}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page, json!({"data": [], "next_cursor": null}));
 }

@@ -6,159 +6,116 @@
 //! processes; SQLite (a temporary file) plus one Postgres case.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use e2e::engine::{sqlite_url, EngineProcess};
-use e2e::pg::PgCluster;
+use e2e::engine::{Backend, EngineCtx, Reply};
 use e2e::redis::RedisServer;
-use reqwest::{Client, StatusCode};
-use serde_json::{json, Value};
+use reqwest::StatusCode;
+use serde_json::json;
 
 /// One engine with a Redis cache (fields drop in order: the engine stops before
-/// its SQLite directory is removed).
+/// Redis).
 struct Ctx {
-    engine: EngineProcess,
+    api: EngineCtx,
     redis: RedisServer,
-    http: Client,
-    _dir: Option<tempfile::TempDir>,
 }
 
-/// A GET answer: status, `X-Engine-Cache` and the exact body bytes.
-struct Got {
-    status: StatusCode,
-    cache: String,
-    body: String,
-}
-
-impl Got {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap()
+impl Deref for Ctx {
+    type Target = EngineCtx;
+    fn deref(&self) -> &EngineCtx {
+        &self.api
     }
 }
 
 impl Ctx {
     fn start_sqlite() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("e2e-engine-cache-")
-            .tempdir()
-            .unwrap();
-        let url = sqlite_url(&dir.path().join("engine.sqlite"));
-        Self::start(&url, Some(dir))
+        Self::start(Backend::Sqlite, "engine_cache")
     }
 
-    fn start_postgres(name: &str) -> Self {
-        let url = PgCluster::shared().create_database(name);
-        Self::start(&url, None)
-    }
-
-    fn start(database_url: &str, dir: Option<tempfile::TempDir>) -> Self {
+    fn start(backend: Backend, name: &str) -> Self {
         let redis = RedisServer::start();
         let redis_url = format!("redis://{}/0", redis.addr());
-        let engine = EngineProcess::start_with(
-            database_url,
+        let api = EngineCtx::start_with(
+            backend,
+            name,
             &[
                 ("ENGINE_REDIS_URL", redis_url.as_str()),
                 ("ENGINE_SUMMARY_TTL_SECS", "300"),
             ],
         );
-        Ctx {
-            engine,
-            redis,
-            http: Client::new(),
-            _dir: dir,
-        }
+        Ctx { api, redis }
     }
 
-    async fn get(&self, path: &str) -> Got {
-        let url = if path == "/metrics" {
-            format!("{}/metrics", self.engine.base_url())
-        } else {
-            self.engine.api_url(path)
-        };
-        let resp = self.http.get(url).send().await.unwrap();
-        let status = resp.status();
-        let cache = resp
-            .headers()
-            .get("x-engine-cache")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body = resp.text().await.unwrap();
-        Got {
-            status,
-            cache,
-            body,
-        }
-    }
-
-    /// Posts an event (with an optional `Idempotency-Key`); returns status and
-    /// the `Idempotent-Replayed` header.
-    async fn post(&self, customer: &str, amount: i64, key: Option<&str>) -> (StatusCode, bool) {
+    /// Posts a EUR charge of `amount` for `customer` (with an optional
+    /// `Idempotency-Key`); returns the status and whether it was a replay.
+    async fn charge(&self, customer: &str, amount: i64, key: Option<&str>) -> (StatusCode, bool) {
         let body = json!({"customer_id": customer, "product": "pro", "kind": "charge",
                           "amount": amount, "currency": "EUR",
-                          "occurred_at": "2026-03-01T10:00:00Z"});
-        let mut req = self
-            .http
-            .post(self.engine.api_url("/events"))
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if let Some(key) = key {
-            req = req.header("Idempotency-Key", key);
-        }
-        let resp = req.send().await.unwrap();
-        let replayed = resp.headers().contains_key("idempotent-replayed");
-        (resp.status(), replayed)
+                          "occurred_at": "2026-03-01T10:00:00Z"})
+        .to_string();
+        let keys: Vec<&[u8]> = key.iter().map(|k| k.as_bytes()).collect();
+        let reply = self.post_with_keys(&body, &keys).await;
+        (reply.status, reply.replayed().is_some())
     }
 
-    async fn record(&self, customer: &str, amount: i64) {
-        let (status, _) = self.post(customer, amount, None).await;
+    /// Posts a EUR charge that must succeed.
+    async fn charged(&self, customer: &str, amount: i64) {
+        let (status, _) = self.charge(customer, amount, None).await;
         assert_eq!(status, StatusCode::CREATED);
+    }
+
+    /// `GET /metrics`.
+    async fn metrics(&self) -> Reply {
+        let url = format!("{}/metrics", self.engine.base_url());
+        Reply::read(self.http.get(url).send().await.unwrap()).await
     }
 
     /// The value of one metric line of `GET /metrics`.
     async fn metric(&self, name: &str) -> f64 {
-        let got = self.get("/metrics").await;
+        let got = self.metrics().await;
         assert_eq!(got.status, StatusCode::OK);
-        got.body
+        got.text
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in {}", got.body))
+            .unwrap_or_else(|| panic!("no {name} in {}", got.text))
             .parse()
             .unwrap()
     }
 }
 
 /// The net of the only summary row (all test events share day and currency).
-fn net(got: &Got) -> i64 {
-    got.json()["data"][0]["net"].as_i64().unwrap()
+fn net(got: &Reply) -> i64 {
+    got.body["data"][0]["net"].as_i64().unwrap()
 }
 
 #[tokio::test]
 async fn summary_miss_then_hit_with_the_same_bytes_and_invalidated_by_a_write() {
     let ctx = Ctx::start_sqlite();
-    ctx.record("cus_a", 1000).await;
+    ctx.charged("cus_a", 1000).await;
 
     let path = "/summary?interval=day&currency=EUR";
-    let first = ctx.get(path).await;
+    let first = ctx.fetch(path).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
-    assert_eq!(first.cache, "miss");
-    let second = ctx.get(path).await;
+    assert_eq!(first.cache(), "miss");
+    let second = ctx.fetch(path).await;
     assert_eq!(second.status, StatusCode::OK);
-    assert_eq!(second.cache, "hit");
-    assert_eq!(second.body, first.body, "a hit answers the exact bytes");
+    assert_eq!(second.cache(), "hit");
+    assert_eq!(second.text, first.text, "a hit answers the exact bytes");
     assert_eq!(net(&second), 1000);
 
     // Another spelling of the same query shares the entry (normalised key).
-    let same = ctx.get("/summary?currency=EUR").await;
-    assert_eq!(same.cache, "hit");
-    assert_eq!(same.body, first.body);
+    let same = ctx.fetch("/summary?currency=EUR").await;
+    assert_eq!(same.cache(), "hit");
+    assert_eq!(same.text, first.text);
     // A different query is a different entry.
-    assert_eq!(ctx.get("/summary?interval=month").await.cache, "miss");
+    assert_eq!(ctx.fetch("/summary?interval=month").await.cache(), "miss");
 
-    ctx.record("cus_b", 250).await;
-    let after = ctx.get(path).await;
-    assert_eq!(after.cache, "miss", "a write invalidates every summary");
+    ctx.charged("cus_b", 250).await;
+    let after = ctx.fetch(path).await;
+    assert_eq!(after.cache(), "miss", "a write invalidates every summary");
     assert_eq!(net(&after), 1250, "the new event is counted");
-    assert_eq!(ctx.get(path).await.cache, "hit");
+    assert_eq!(ctx.fetch(path).await.cache(), "hit");
 
     assert!(!ctx.redis.keys("engine:summary:*").is_empty());
     assert_eq!(
@@ -170,53 +127,57 @@ async fn summary_miss_then_hit_with_the_same_bytes_and_invalidated_by_a_write() 
 #[tokio::test]
 async fn customer_is_invalidated_only_by_its_own_writes() {
     let ctx = Ctx::start_sqlite();
-    ctx.record("cus_a", 1000).await;
-    ctx.record("cus_b", 500).await;
+    ctx.charged("cus_a", 1000).await;
+    ctx.charged("cus_b", 500).await;
 
-    let first = ctx.get("/customers/cus_a").await;
+    let first = ctx.fetch("/customers/cus_a").await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
-    assert_eq!(first.cache, "miss");
-    let hit = ctx.get("/customers/cus_a").await;
-    assert_eq!(hit.cache, "hit");
-    assert_eq!(hit.body, first.body);
+    assert_eq!(first.cache(), "miss");
+    let hit = ctx.fetch("/customers/cus_a").await;
+    assert_eq!(hit.cache(), "hit");
+    assert_eq!(hit.text, first.text);
 
     // Another customer's write leaves cus_a cached (but invalidates summaries).
-    ctx.record("cus_b", 700).await;
-    let still = ctx.get("/customers/cus_a").await;
-    assert_eq!(still.cache, "hit");
-    assert_eq!(still.body, first.body);
+    ctx.charged("cus_b", 700).await;
+    let still = ctx.fetch("/customers/cus_a").await;
+    assert_eq!(still.cache(), "hit");
+    assert_eq!(still.text, first.text);
 
     // cus_a's own write invalidates it.
-    ctx.record("cus_a", 1).await;
-    let fresh = ctx.get("/customers/cus_a").await;
-    assert_eq!(fresh.cache, "miss");
-    assert_eq!(fresh.json()["data"][0]["lifetime_value"], 1001);
+    ctx.charged("cus_a", 1).await;
+    let fresh = ctx.fetch("/customers/cus_a").await;
+    assert_eq!(fresh.cache(), "miss");
+    assert_eq!(fresh.body["data"][0]["lifetime_value"], 1001);
 
     // A 404 is not cached and carries no cache header.
-    let missing = ctx.get("/customers/cus_nobody").await;
+    let missing = ctx.fetch("/customers/cus_nobody").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert_eq!(ctx.get("/customers/cus_nobody").await.cache, "");
+    assert_eq!(ctx.fetch("/customers/cus_nobody").await.cache(), "");
 }
 
 #[tokio::test]
 async fn an_idempotent_replay_does_not_invalidate() {
     let ctx = Ctx::start_sqlite();
-    let (status, replayed) = ctx.post("cus_a", 300, Some("key-1")).await;
+    let (status, replayed) = ctx.charge("cus_a", 300, Some("key-1")).await;
     assert_eq!((status, replayed), (StatusCode::CREATED, false));
 
     let path = "/summary";
     assert_eq!(
-        ctx.get(path).await.cache,
+        ctx.fetch(path).await.cache(),
         "miss",
         "first insert invalidated"
     );
-    assert_eq!(ctx.get(path).await.cache, "hit");
-    assert_eq!(ctx.get("/customers/cus_a").await.cache, "miss");
+    assert_eq!(ctx.fetch(path).await.cache(), "hit");
+    assert_eq!(ctx.fetch("/customers/cus_a").await.cache(), "miss");
 
-    let (status, replayed) = ctx.post("cus_a", 300, Some("key-1")).await;
+    let (status, replayed) = ctx.charge("cus_a", 300, Some("key-1")).await;
     assert_eq!((status, replayed), (StatusCode::CREATED, true));
-    assert_eq!(ctx.get(path).await.cache, "hit", "a replay stores nothing");
-    assert_eq!(ctx.get("/customers/cus_a").await.cache, "hit");
+    assert_eq!(
+        ctx.fetch(path).await.cache(),
+        "hit",
+        "a replay stores nothing"
+    );
+    assert_eq!(ctx.fetch("/customers/cus_a").await.cache(), "hit");
     assert_eq!(
         ctx.redis.command(&["GET", "engine:v:events"]).unwrap(),
         "$1\r\n1\r\n"
@@ -226,30 +187,30 @@ async fn an_idempotent_replay_does_not_invalidate() {
 #[tokio::test]
 async fn redis_down_bypasses_and_recovers_without_restarting_the_engine() {
     let mut ctx = Ctx::start_sqlite();
-    ctx.record("cus_a", 1000).await;
-    assert_eq!(ctx.get("/summary").await.cache, "miss");
-    assert_eq!(ctx.get("/summary").await.cache, "hit");
+    ctx.charged("cus_a", 1000).await;
+    assert_eq!(ctx.fetch("/summary").await.cache(), "miss");
+    assert_eq!(ctx.fetch("/summary").await.cache(), "hit");
 
     ctx.redis.stop();
     for _ in 0..3 {
-        let got = ctx.get("/summary").await;
+        let got = ctx.fetch("/summary").await;
         assert_eq!(got.status, StatusCode::OK, "{}", got.body);
-        assert_eq!(got.cache, "bypass");
-        let got = ctx.get("/customers/cus_a").await;
+        assert_eq!(got.cache(), "bypass");
+        let got = ctx.fetch("/customers/cus_a").await;
         assert_eq!(got.status, StatusCode::OK, "{}", got.body);
-        assert_eq!(got.cache, "bypass");
+        assert_eq!(got.cache(), "bypass");
     }
     // Writes still succeed (the version bump is best effort) and reads see them.
-    ctx.record("cus_a", 5).await;
-    assert_eq!(net(&ctx.get("/summary").await), 1005);
+    ctx.charged("cus_a", 5).await;
+    assert_eq!(net(&ctx.fetch("/summary").await), 1005);
     assert!(ctx.metric("engine_cache_errors_total").await >= 1.0);
 
     ctx.redis.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got = ctx.get("/summary").await;
+        let got = ctx.fetch("/summary").await;
         assert_eq!(got.status, StatusCode::OK);
-        if got.cache == "hit" {
+        if got.cache() == "hit" {
             assert_eq!(net(&got), 1005);
             break;
         }
@@ -265,32 +226,27 @@ async fn redis_down_bypasses_and_recovers_without_restarting_the_engine() {
 #[tokio::test]
 async fn metrics_count_hits_misses_and_ratio() {
     let ctx = Ctx::start_sqlite();
-    ctx.record("cus_a", 1000).await;
-    let got = ctx.get("/metrics").await;
+    ctx.charged("cus_a", 1000).await;
+    let got = ctx.metrics().await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(ctx.metric("engine_cache_hit_ratio").await, 0.0);
 
-    ctx.get("/summary").await;
-    ctx.get("/summary").await;
-    ctx.get("/summary").await;
-    ctx.get("/customers/cus_a").await;
+    ctx.fetch("/summary").await;
+    ctx.fetch("/summary").await;
+    ctx.fetch("/summary").await;
+    ctx.fetch("/customers/cus_a").await;
 
     assert_eq!(ctx.metric("engine_cache_hits_total").await, 2.0);
     assert_eq!(ctx.metric("engine_cache_misses_total").await, 2.0);
     assert_eq!(ctx.metric("engine_cache_errors_total").await, 0.0);
     assert_eq!(ctx.metric("engine_cache_hit_ratio").await, 0.5);
 
-    let resp = ctx
-        .http
-        .get(format!("{}/metrics", ctx.engine.base_url()))
-        .send()
-        .await
-        .unwrap();
+    let got = ctx.metrics().await;
     assert_eq!(
-        resp.headers()["content-type"].to_str().unwrap(),
-        "text/plain; version=0.0.4"
+        got.header("content-type"),
+        Some("text/plain; version=0.0.4")
     );
-    let text = resp.text().await.unwrap();
+    let text = got.text;
     assert!(
         text.contains("# TYPE engine_cache_hits_total counter"),
         "{text}"
@@ -303,29 +259,147 @@ async fn metrics_count_hits_misses_and_ratio() {
 
 #[tokio::test]
 async fn without_redis_every_read_is_a_bypass() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = EngineProcess::start(&sqlite_url(&dir.path().join("engine.sqlite")));
-    let resp = Client::new()
-        .get(engine.api_url("/summary"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.headers()["x-engine-cache"], "bypass");
+    let ctx = EngineCtx::start(Backend::Sqlite, "no_redis");
+    let got = ctx.fetch("/summary").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.cache(), "bypass");
 }
 
 #[tokio::test]
 async fn postgres_summary_is_cached_and_invalidated() {
-    let ctx = Ctx::start_postgres("engine_cache");
-    ctx.record("cus_a", 40).await;
-    let first = ctx.get("/summary").await;
+    let ctx = Ctx::start(Backend::Postgres, "engine_cache");
+    ctx.charged("cus_a", 40).await;
+    let first = ctx.fetch("/summary").await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
-    assert_eq!(first.cache, "miss");
-    let hit = ctx.get("/summary").await;
-    assert_eq!(hit.cache, "hit");
-    assert_eq!(hit.body, first.body);
-    ctx.record("cus_a", 2).await;
-    let after = ctx.get("/summary").await;
-    assert_eq!(after.cache, "miss");
+    assert_eq!(first.cache(), "miss");
+    let hit = ctx.fetch("/summary").await;
+    assert_eq!(hit.cache(), "hit");
+    assert_eq!(hit.text, first.text);
+    ctx.charged("cus_a", 2).await;
+    let after = ctx.fetch("/summary").await;
+    assert_eq!(after.cache(), "miss");
     assert_eq!(net(&after), 42);
+}
+
+/// Runs `request` and panics if it takes longer than `bound` (a hung Redis would
+/// hold a request for the client's own timeout, 30 s and more); returns its
+/// result and how long it took.
+async fn within<T>(
+    what: &str,
+    bound: Duration,
+    request: impl std::future::Future<Output = T>,
+) -> (T, Duration) {
+    let started = Instant::now();
+    match tokio::time::timeout(bound, request).await {
+        Ok(v) => (v, started.elapsed()),
+        Err(_) => panic!("{what} took longer than {bound:?} while redis hangs"),
+    }
+}
+
+/// Polls `path` until its answer is no longer a bypass (Redis is back), at most
+/// `limit`; returns that answer.
+async fn until_cached(ctx: &Ctx, path: &str, limit: Duration) -> Reply {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = ctx.fetch(path).await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.text);
+        if got.cache() != "bypass" {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: still bypassing {limit:?} after redis resumed: {}",
+            ctx.engine.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The lifetime value of the only currency of a customer answer.
+fn lifetime_value(got: &Reply) -> i64 {
+    got.body["data"][0]["lifetime_value"].as_i64().unwrap()
+}
+
+/// A Redis that hangs (SIGSTOP: connections accepted, nothing answered) is not an
+/// outage the engine waits out: each read answers a bypass and a write succeeds,
+/// each well within a second (one command timeout, 200 ms, then the link is down).
+/// After SIGCONT the cache is used again within seconds.
+#[tokio::test]
+async fn redis_that_hangs_is_bypassed_quickly_and_recovers() {
+    let mut ctx = Ctx::start_sqlite();
+    ctx.charged("cus_a", 1000).await;
+    assert_eq!(ctx.fetch("/summary").await.cache(), "miss");
+    assert_eq!(ctx.fetch("/summary").await.cache(), "hit");
+    assert_eq!(ctx.fetch("/customers/cus_a").await.cache(), "miss");
+    assert_eq!(ctx.fetch("/customers/cus_a").await.cache(), "hit");
+
+    ctx.redis.pause();
+    let bound = Duration::from_millis(1500);
+    let mut took = Vec::new();
+    for round in 0..3 {
+        let (got, t) = within("GET /summary", bound, ctx.fetch("/summary")).await;
+        took.push(("summary", t));
+        assert_eq!(got.status, StatusCode::OK, "{}", got.text);
+        assert_eq!(got.cache(), "bypass", "round {round}");
+        assert_eq!(net(&got), 1000);
+        let (got, t) = within("GET /customers", bound, ctx.fetch("/customers/cus_a")).await;
+        took.push(("customer", t));
+        assert_eq!(got.status, StatusCode::OK, "{}", got.text);
+        assert_eq!(got.cache(), "bypass", "round {round}");
+        assert_eq!(lifetime_value(&got), 1000);
+    }
+    let ((status, _), t) = within("POST /events", bound, ctx.charge("cus_b", 7, None)).await;
+    took.push(("post", t));
+    assert_eq!(status, StatusCode::CREATED);
+    let (got, _) = within("GET /summary", bound, ctx.fetch("/summary")).await;
+    assert_eq!((got.cache(), net(&got)), ("bypass", 1007));
+    eprintln!("while redis hangs: {took:?}");
+    assert!(ctx.metric("engine_cache_errors_total").await >= 1.0);
+
+    ctx.redis.resume();
+    let resumed = Instant::now();
+    let got = until_cached(&ctx, "/customers/cus_a", Duration::from_secs(5)).await;
+    eprintln!(
+        "cache in use again {:?} after SIGCONT ({})",
+        resumed.elapsed(),
+        got.cache()
+    );
+    assert_eq!(lifetime_value(&got), 1000);
+    // The cache works normally again: a write invalidates, the next read hits.
+    ctx.charged("cus_a", 1).await;
+    let got = ctx.fetch("/customers/cus_a").await;
+    assert_eq!((got.cache(), lifetime_value(&got)), ("miss", 1001));
+    assert_eq!(ctx.fetch("/customers/cus_a").await.cache(), "hit");
+}
+
+/// A write made while Redis hangs must not leave a stale cached read behind once
+/// Redis answers again: the summary cached before the hang does not count the
+/// event posted during it, so serving it after SIGCONT would be stale.
+#[tokio::test]
+async fn a_write_while_redis_hangs_leaves_no_stale_summary() {
+    let mut ctx = Ctx::start_sqlite();
+    ctx.charged("cus_a", 1000).await;
+    assert_eq!(ctx.fetch("/summary").await.cache(), "miss");
+    assert_eq!(ctx.fetch("/summary").await.cache(), "hit");
+    let version_before = ctx.redis.command(&["GET", "engine:v:events"]).unwrap();
+
+    ctx.redis.pause();
+    // A read first: it times out, the link goes down, then the write follows.
+    let got = ctx.fetch("/summary").await;
+    assert_eq!((got.cache(), net(&got)), ("bypass", 1000));
+    ctx.charged("cus_b", 7).await;
+    ctx.redis.resume();
+
+    let got = until_cached(&ctx, "/summary", Duration::from_secs(5)).await;
+    let version_after = ctx.redis.command(&["GET", "engine:v:events"]).unwrap();
+    assert_eq!(
+        net(&got),
+        1007,
+        "stale summary after redis resumed: X-Engine-Cache: {}, body {}; \
+         engine:v:events {version_before:?} before the hang, {version_after:?} after; \
+         engine log:\n{}",
+        got.cache(),
+        got.text,
+        ctx.engine.log_tail(10)
+    );
 }

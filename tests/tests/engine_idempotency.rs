@@ -5,229 +5,22 @@
 //! database per test).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
-use e2e::engine::{sqlite_url, EngineProcess};
-use e2e::pg::PgCluster;
-use reqwest::header::HeaderMap;
+use e2e::engine::{assert_error, post_event, Backend, EngineCtx as Ctx, MAX_AMOUNT};
+use e2e::on_both_backends;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-/// The largest accepted `amount` (10^12 - 1 minor units).
-const MAX_AMOUNT: i64 = 999_999_999_999;
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// The database behind an engine, for tests that read or write it directly.
-enum Database {
-    /// A SQLite file (in a temporary directory removed on drop).
-    Sqlite {
-        path: PathBuf,
-        _dir: tempfile::TempDir,
-    },
-    /// A database of the shared Postgres cluster.
-    Postgres { url: String },
-}
-
-/// One engine plus an HTTP client (fields drop in order: the engine stops before
-/// its SQLite directory is removed).
-struct Ctx {
-    engine: EngineProcess,
-    http: Client,
-    db: Database,
-}
-
-/// A response: status, headers and JSON body (`Null` if not JSON).
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn replayed(&self) -> Option<&str> {
-        self.headers
-            .get("idempotent-replayed")
-            .map(|v| v.to_str().unwrap())
-    }
-
-    fn id(&self) -> &str {
-        self.body["id"].as_str().unwrap()
-    }
-}
-
-impl Ctx {
-    fn start(backend: Backend, name: &str) -> Self {
-        let (engine, db) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::Builder::new()
-                    .prefix("e2e-engine-db-")
-                    .tempdir()
-                    .unwrap();
-                let path = dir.path().join("engine.sqlite");
-                let engine = EngineProcess::start(&sqlite_url(&path));
-                (engine, Database::Sqlite { path, _dir: dir })
-            }
-            Backend::Postgres => {
-                let url = PgCluster::shared().create_database(name);
-                (EngineProcess::start(&url), Database::Postgres { url })
-            }
-        };
-        Ctx {
-            engine,
-            http: Client::new(),
-            db,
-        }
-    }
-
-    /// Runs SQL on the engine's database behind its back (with the `sqlite3` or
-    /// `psql` client) and returns what it printed (unaligned, tuples only).
-    fn sql(&self, sql: &str) -> String {
-        let out = match &self.db {
-            Database::Sqlite { path, .. } => Command::new("sqlite3")
-                .args(["-bail", "-cmd", ".timeout 5000"])
-                .arg(path)
-                .arg(sql)
-                .output(),
-            Database::Postgres { url } => Command::new(PgCluster::shared().binaries().tool("psql"))
-                .args(["-q", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
-                .arg(url)
-                .output(),
-        }
-        .unwrap_or_else(|e| panic!("cannot run the SQL client (sqlite3 / psql): {e}"));
-        assert!(
-            out.status.success(),
-            "{sql}\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.engine.api_url(path)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self.http.get(self.url(path)).send().await.unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    /// GET returning the status and the body text (for numbers a `Value` cannot
-    /// hold exactly).
-    async fn get_text(&self, path: &str) -> (StatusCode, String) {
-        let resp = self.http.get(self.url(path)).send().await.unwrap();
-        (resp.status(), resp.text().await.unwrap())
-    }
-
-    /// POSTs the JSON text `body` to `/events` with the given `Idempotency-Key`
-    /// values (none, one, or several headers).
-    async fn post_with_keys(&self, body: &str, keys: &[&[u8]]) -> Reply {
-        post(&self.http, &self.url("/events"), body, keys).await
-    }
-
-    async fn post_keyed(&self, body: &Value, key: &str) -> Reply {
-        self.post_with_keys(&body.to_string(), &[key.as_bytes()])
-            .await
-    }
-
-    /// Posts an event without a key that must succeed; returns the stored event.
-    async fn record(
-        &self,
-        customer: &str,
-        product: &str,
-        kind: &str,
-        amount: i64,
-        currency: &str,
-        at: &str,
-    ) -> Value {
-        let body = json!({"customer_id": customer, "product": product, "kind": kind,
-                          "amount": amount, "currency": currency, "occurred_at": at});
-        let reply = self.post_with_keys(&body.to_string(), &[]).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-        reply.body
-    }
-
-    /// Every stored event (the tests store far fewer than one page).
-    async fn all_events(&self) -> Vec<Value> {
-        let (status, body) = self.get("/events?limit=500").await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(body["next_cursor"], Value::Null);
-        body["data"].as_array().unwrap().clone()
-    }
-
-    fn idempotency_rows(&self) -> String {
-        self.sql("SELECT COUNT(*) FROM idempotency_keys")
-    }
-}
-
-async fn post(http: &Client, url: &str, body: &str, keys: &[&[u8]]) -> Reply {
-    let mut req = http
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_owned());
-    for key in keys {
-        req = req.header(
-            "Idempotency-Key",
-            reqwest::header::HeaderValue::from_bytes(key).unwrap(),
-        );
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    Reply {
-        status,
-        headers,
-        body: resp.json().await.unwrap_or(Value::Null),
-    }
-}
-
-/// Asserts an error response: status, `error.code` and `error.field`.
-#[track_caller]
-fn assert_error(got: (StatusCode, &Value), status: StatusCode, code: &str, field: Option<&str>) {
-    let (s, body) = got;
-    assert_eq!(s, status, "{body}");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    match field {
-        Some(f) => assert_eq!(body["error"]["field"], f, "{body}"),
-        None => assert!(body["error"].get("field").is_none(), "{body}"),
-    }
+/// How many idempotency keys are stored.
+fn idempotency_rows(ctx: &Ctx) -> String {
+    ctx.sql("SELECT COUNT(*) FROM idempotency_keys")
 }
 
 fn charge() -> Value {
     json!({"customer_id":"cus_1001","product":"robot-pro-monthly","kind":"charge",
            "amount":4999,"currency":"USD","occurred_at":"2026-01-07T12:00:00Z",
            "metadata":{"order":"A-17","lines":[{"sku":"r1","qty":2}]}})
-}
-
-/// Runs an async test body against both backends as `<name>::sqlite` and
-/// `<name>::postgres`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-        }
-    )*};
 }
 
 on_both_backends!(
@@ -273,7 +66,7 @@ async fn retry_replays_the_stored_event(backend: Backend) {
     assert_eq!(plain.status, StatusCode::CREATED);
     assert_eq!(plain.replayed(), None);
     assert_eq!(ctx.all_events().await.len(), 3);
-    assert_eq!(ctx.idempotency_rows(), "2");
+    assert_eq!(idempotency_rows(&ctx), "2");
 }
 
 /// The same key with a different body is a 409 and stores nothing; the original
@@ -301,7 +94,7 @@ async fn same_key_different_body_conflicts(backend: Backend) {
     for body in &changes {
         let reply = ctx.post_keyed(body, "k1").await;
         assert_error(
-            (reply.status, &reply.body),
+            &reply.pair(),
             StatusCode::CONFLICT,
             "idempotency_key_reused",
             None,
@@ -319,7 +112,7 @@ async fn same_key_different_body_conflicts(backend: Backend) {
     bad["amount"] = json!(49.99);
     let reply = ctx.post_keyed(&bad, "k2").await;
     assert_error(
-        (reply.status, &reply.body),
+        &reply.pair(),
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_field",
         Some("amount"),
@@ -329,7 +122,7 @@ async fn same_key_different_body_conflicts(backend: Backend) {
     assert_eq!(fixed.replayed(), None);
     assert_eq!(fixed.body["amount"], 5000);
     assert_eq!(ctx.all_events().await.len(), 2);
-    assert_eq!(ctx.idempotency_rows(), "2");
+    assert_eq!(idempotency_rows(&ctx), "2");
 }
 
 /// The request is compared after validation: key order, whitespace, unicode
@@ -381,7 +174,7 @@ async fn concurrent_retries_store_one_event(backend: Backend) {
             );
             tokio::spawn(async move {
                 barrier.wait().await;
-                post(&http, &url, &body, &[b"one-key-for-all"]).await
+                post_event(&http, &url, &body, &[b"one-key-for-all"]).await
             })
         })
         .collect();
@@ -398,7 +191,7 @@ async fn concurrent_retries_store_one_event(backend: Backend) {
     let events = ctx.all_events().await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["id"], replies[0].id());
-    assert_eq!(ctx.idempotency_rows(), "1");
+    assert_eq!(idempotency_rows(&ctx), "1");
 }
 
 /// Keys must be 1 to 255 visible ASCII characters, given once; anything else is a
@@ -420,7 +213,7 @@ async fn invalid_keys_are_rejected(backend: Backend) {
     for keys in cases {
         let reply = ctx.post_with_keys(&body, keys).await;
         assert_error(
-            (reply.status, &reply.body),
+            &reply.pair(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
             Some("Idempotency-Key"),
@@ -429,13 +222,13 @@ async fn invalid_keys_are_rejected(backend: Backend) {
     // The header is checked before the body.
     let reply = ctx.post_with_keys(r#"{"amount":-1}"#, &[b"bad key"]).await;
     assert_error(
-        (reply.status, &reply.body),
+        &reply.pair(),
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_field",
         Some("Idempotency-Key"),
     );
     assert!(ctx.all_events().await.is_empty());
-    assert_eq!(ctx.idempotency_rows(), "0");
+    assert_eq!(idempotency_rows(&ctx), "0");
 
     // The limits themselves are fine.
     let longest = "~".repeat(255);
@@ -544,7 +337,7 @@ async fn customer_lifetime_value_is_exact(backend: Backend) {
         &format!("/customers/{long}"),
     ] {
         let (status, body) = ctx.get(path).await;
-        assert_error((status, &body), StatusCode::NOT_FOUND, "not_found", None);
+        assert_error(&(status, &body), StatusCode::NOT_FOUND, "not_found", None);
     }
 }
 
@@ -619,7 +412,7 @@ async fn summary_groups_by_product(backend: Backend) {
     ] {
         let (status, body) = ctx.get(&format!("/summary?{query}")).await;
         assert_error(
-            (status, &body),
+            &(status, &body),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
             Some("group_by"),

@@ -8,20 +8,27 @@
 //! chronologically. Summary buckets are computed in SQL from that UTC value, so both
 //! backends agree.
 //!
-//! Writes go through a backend's writer pool and reads through its reader pool
-//! (today the same pool), so read replicas can be added without touching callers.
-//! Reads that must see a write just made elsewhere (the winner of an idempotency
-//! race) use the writer pool.
+//! Writes go to the primary. With Postgres, reads go to healthy read replicas
+//! when configured (see [`replicas`]); every read takes an `after` position (a
+//! [`Lsn`]) and is served only by a server that has replayed it, which gives
+//! read-your-writes: [`Db::write_position`] after a write is the position to pass.
+//! SQLite has no replicas and ignores positions. Reads that must see a write just
+//! made elsewhere (the winner of an idempotency race) use the primary.
 //!
 //! Idempotent inserts ([`Db::insert_event_idempotent`]) claim the key in the table
 //! `idempotency_keys` with `INSERT ... ON CONFLICT DO NOTHING` and store the event
 //! in the same transaction; the primary key on the key, not a prior lookup, decides
 //! which of several concurrent requests wins.
 
+pub mod lsn;
 pub mod postgres;
+pub mod replicas;
+pub mod session;
 pub mod sqlite;
 
 use std::time::Duration;
+
+pub use lsn::Lsn;
 
 use crate::idempotency::IdempotencyKey;
 use crate::model::{
@@ -80,16 +87,50 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// How long a query waits for a free connection before failing.
     pub acquire_timeout: Duration,
+    /// Postgres is reached through PgBouncer in transaction pooling mode: every
+    /// query in its own transaction with unnamed statements (see
+    /// [`session::Session`]), migrations over a direct URL (see
+    /// [`postgres::PgDb::connect`]). Ignored by SQLite.
+    pub pgbouncer: bool,
 }
 
 impl PoolSettings {
     /// `max_connections` with the default timeouts: idle 10 minutes (sqlx's
-    /// default), acquire 5 s.
+    /// default), acquire 5 s; direct connections (no PgBouncer).
     pub fn new(max_connections: u32) -> Self {
         Self {
             max_connections,
             idle_timeout: Duration::from_secs(600),
             acquire_timeout: Duration::from_secs(5),
+            pgbouncer: false,
+        }
+    }
+}
+
+/// The Postgres servers besides the primary's pooled URL: the read replicas, how
+/// they are judged, and where migrations run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaSettings {
+    /// `postgres://` URLs of streaming replicas of the primary; empty for none.
+    pub urls: Vec<String>,
+    /// A replica further behind than this is not used for reads.
+    pub max_lag: Duration,
+    /// How often each replica's health and lag are checked.
+    pub check_interval: Duration,
+    /// A direct (or session-mode) URL of the primary for the migrations, when
+    /// the primary's URL goes through a transaction-pooling PgBouncer.
+    pub migrations_url: Option<String>,
+}
+
+impl Default for ReplicaSettings {
+    /// No replicas; a lag limit of 2 s and a check every second; migrations over
+    /// the primary's URL.
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            max_lag: Duration::from_secs(2),
+            check_interval: Duration::from_secs(1),
+            migrations_url: None,
         }
     }
 }
@@ -129,15 +170,58 @@ impl Db {
 
     /// Like [`Db::connect`], with the pool's size and timeouts given by `pool`.
     ///
-    /// Runs once at start-up ([`crate::serve`]); returns the open database or an
-    /// error for an unknown scheme, an unreachable server or a failed migration.
+    /// Runs once at start-up (`engine seed`, tests); returns the open database or
+    /// an error for an unknown scheme, an unreachable server or a failed migration.
     pub async fn connect_with(url: &str, pool: PoolSettings) -> anyhow::Result<Self> {
+        Self::open(url, pool, &ReplicaSettings::default()).await
+    }
+
+    /// Like [`Db::connect_with`], with read replicas (Postgres only).
+    ///
+    /// Runs once at start-up ([`crate::serve`]). Replica pools connect lazily and
+    /// are checked once before this returns: an unreachable replica is not an
+    /// error (reads go elsewhere until it is healthy). Returns an error for an
+    /// unknown scheme, replicas of a SQLite primary, an unreachable primary or a
+    /// failed migration.
+    pub async fn open(
+        url: &str,
+        pool: PoolSettings,
+        replicas: &ReplicaSettings,
+    ) -> anyhow::Result<Self> {
         if url.starts_with("sqlite:") {
+            if !replicas.urls.is_empty() {
+                anyhow::bail!("database.replicas: read replicas need a postgres:// primary");
+            }
             Ok(Db::Sqlite(sqlite::SqliteDb::connect(url, pool).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Db::Postgres(postgres::PgDb::connect(url, pool).await?))
+            Ok(Db::Postgres(
+                postgres::PgDb::connect(url, pool, replicas).await?,
+            ))
         } else {
             anyhow::bail!("unsupported database URL (expected sqlite:... or postgres://...)")
+        }
+    }
+
+    /// The primary's write position now ([`Lsn`]), after a write has committed:
+    /// the consistency token of read-your-writes. `None` for SQLite.
+    ///
+    /// Runs once per stored event (one `SELECT` on the primary). Errors if the
+    /// primary cannot be asked.
+    pub async fn write_position(&self) -> Result<Option<Lsn>, DbError> {
+        match self {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(db) => db.write_position().await.map(Some),
+        }
+    }
+
+    /// The read-splitting metrics (Prometheus text; see
+    /// [`replicas::ReplicaSet::render_metrics`]); empty for SQLite.
+    ///
+    /// Runs once per `GET /metrics`; never touches a database.
+    pub fn render_metrics(&self) -> String {
+        match self {
+            Db::Sqlite(_) => String::new(),
+            Db::Postgres(db) => db.replica_set().render_metrics(),
         }
     }
 
@@ -149,7 +233,7 @@ impl Db {
         }
     }
 
-    /// Runs `SELECT 1` on the read path. Used by `/readyz`.
+    /// Runs `SELECT 1` on the primary (writes need it). Used by `/readyz`.
     pub async fn ping(&self) -> Result<(), DbError> {
         match self {
             Db::Sqlite(db) => db.ping().await,
@@ -224,22 +308,27 @@ impl Db {
         }
     }
 
-    /// Fetches one event by id; `None` if there is none.
-    pub async fn get_event(&self, id: &str) -> Result<Option<Event>, DbError> {
+    /// Fetches one event by id, from a server that has replayed `after`; `None`
+    /// if there is none.
+    pub async fn get_event(&self, id: &str, after: Option<Lsn>) -> Result<Option<Event>, DbError> {
         match self {
             Db::Sqlite(db) => db.get_event(id).await,
-            Db::Postgres(db) => db.get_event(id).await,
+            Db::Postgres(db) => db.get_event(id, after).await,
         }
     }
 
     /// Returns one page of events matching `filter`, newest first, with the cursor
-    /// of the next page if there is one.
-    pub async fn list_events(&self, filter: &EventFilter) -> Result<EventPage, DbError> {
+    /// of the next page if there is one, from a server that has replayed `after`.
+    pub async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after: Option<Lsn>,
+    ) -> Result<EventPage, DbError> {
         // Fetch one extra row to learn whether another page exists.
         let fetch = i64::from(filter.limit) + 1;
         let mut data = match self {
             Db::Sqlite(db) => db.list_events(filter, fetch).await?,
-            Db::Postgres(db) => db.list_events(filter, fetch).await?,
+            Db::Postgres(db) => db.list_events(filter, fetch, after).await?,
         };
         let limit = usize::try_from(filter.limit).unwrap_or(usize::MAX);
         let next_cursor = if data.len() > limit {
@@ -257,11 +346,16 @@ impl Db {
     ///
     /// The sums are exact and cannot overflow, whatever the amounts and however many
     /// events a bucket holds: they are computed without a 64-bit intermediate (see
-    /// each backend) and returned as `i128`.
-    pub async fn summary(&self, query: &SummaryQuery) -> Result<Vec<SummaryRow>, DbError> {
+    /// each backend) and returned as `i128`. Read from a server that has
+    /// replayed `after`.
+    pub async fn summary(
+        &self,
+        query: &SummaryQuery,
+        after: Option<Lsn>,
+    ) -> Result<Vec<SummaryRow>, DbError> {
         match self {
             Db::Sqlite(db) => db.summary(query).await,
-            Db::Postgres(db) => db.summary(query).await,
+            Db::Postgres(db) => db.summary(query, after).await,
         }
     }
 
@@ -271,11 +365,16 @@ impl Db {
     /// customer has no events.
     ///
     /// Reads only that customer's rows through the `(customer_id, occurred_at, id)`
-    /// index; the sums are exact `i128`, as in [`Db::summary`].
-    pub async fn customer_totals(&self, customer_id: &str) -> Result<Vec<CustomerTotals>, DbError> {
+    /// index; the sums are exact `i128`, as in [`Db::summary`]. Read from a
+    /// server that has replayed `after`.
+    pub async fn customer_totals(
+        &self,
+        customer_id: &str,
+        after: Option<Lsn>,
+    ) -> Result<Vec<CustomerTotals>, DbError> {
         match self {
             Db::Sqlite(db) => db.customer_totals(customer_id).await,
-            Db::Postgres(db) => db.customer_totals(customer_id).await,
+            Db::Postgres(db) => db.customer_totals(customer_id, after).await,
         }
     }
 
@@ -334,7 +433,7 @@ mod tests {
             limit: 500,
             ..EventFilter::default()
         };
-        db.list_events(&filter).await.unwrap().data.len()
+        db.list_events(&filter, None).await.unwrap().data.len()
     }
 
     #[tokio::test]
@@ -412,7 +511,7 @@ mod tests {
     #[tokio::test]
     async fn customer_totals_are_exact_per_currency() {
         let db = Db::connect("sqlite::memory:", 1).await.unwrap();
-        assert!(db.customer_totals("nobody").await.unwrap().is_empty());
+        assert!(db.customer_totals("nobody", None).await.unwrap().is_empty());
         let max = crate::model::MAX_AMOUNT;
         for (kind, amount, currency, at) in [
             (Kind::Charge, max, "USD", "2026-01-02T00:00:00Z"),
@@ -434,7 +533,7 @@ mod tests {
         )))
         .await
         .unwrap();
-        let totals = db.customer_totals("cus").await.unwrap();
+        let totals = db.customer_totals("cus", None).await.unwrap();
         let ts = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
         assert_eq!(
             totals,
@@ -479,12 +578,12 @@ mod tests {
             currency: None,
             group_by: None,
         };
-        let rows = db.summary(&query).await.unwrap();
+        let rows = db.summary(&query, None).await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].product.clone(), rows[0].net), (None, 12));
         query.group_by = Some(GroupBy::Product);
         let rows: Vec<_> = db
-            .summary(&query)
+            .summary(&query, None)
             .await
             .unwrap()
             .into_iter()

@@ -3,13 +3,23 @@
 //! Timestamps are `TIMESTAMPTZ`; buckets are computed from `occurred_at AT TIME
 //! ZONE 'UTC'` so they match SQLite's. `SUM(bigint)` yields an exact `NUMERIC`,
 //! which summaries read as text and parse into `i128`, so totals never overflow.
+//!
+//! Writes, transactions and reads that must see the latest commit use the
+//! primary's pool; every other read goes through [`ReplicaSet::read`], which picks
+//! a replica or the primary (see [`super::replicas`]).
+
+use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use super::lsn::Lsn;
+use super::replicas::ReplicaSet;
+use super::session::Session;
 use super::{parse_kind, parse_metadata, DbError, StoredRequest};
 use crate::model::{
     CustomerTotals, Event, EventFilter, GroupBy, Interval, SummaryQuery, SummaryRow,
@@ -18,45 +28,155 @@ use crate::model::{
 const EVENT_COLUMNS: &str = "id, customer_id, product, kind, amount, currency, occurred_at, \
      created_at, metadata::text AS metadata";
 
-/// Postgres pools: `writer` for inserts, `reader` for queries. Today both are the
-/// same pool; a read replica can be plugged in as `reader` later.
+/// The Postgres primary's pool (`writer`: writes, transactions and reads that must
+/// see the latest commit) and the read splitting over the replicas (`reads`).
 #[derive(Clone, Debug)]
 pub struct PgDb {
+    session: Session,
     writer: PgPool,
-    reader: PgPool,
+    reads: Arc<ReplicaSet>,
 }
 
+/// The `application_name` the engine's connections carry unless the URL sets one
+/// (it shows in `pg_stat_activity`).
+pub const APPLICATION_NAME: &str = "revenue-engine";
+
+/// The `application_name` of the connection that runs migrations over
+/// `database.migrations_url`, unless that URL names one.
+pub const MIGRATIONS_APPLICATION_NAME: &str = "revenue-engine-migrations";
+
 impl PgDb {
-    /// Connects to the Postgres server at `url` and runs the migrations (under
-    /// Postgres' advisory lock, so concurrent starts are safe). Runs once at
-    /// start-up.
+    /// Connects to the Postgres primary at `url`, runs the migrations there, and
+    /// sets up lazily connecting pools for the replicas of `replicas`, checking
+    /// each once before returning and then every `check_interval` in the
+    /// background. Runs once at start-up.
     ///
-    /// The pool's size and timeouts come from `pool`.
-    pub async fn connect(url: &str, pool: super::PoolSettings) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(pool.max_connections.max(1))
-            .idle_timeout(pool.idle_timeout)
-            .acquire_timeout(pool.acquire_timeout)
-            .connect(url)
+    /// Pools get the size and timeouts of `pool`. With `pool.pgbouncer`,
+    /// statements run as [`Session`] describes (a transaction-pooling PgBouncer
+    /// hands each transaction to any server connection). The migrations run over
+    /// `replicas.migrations_url` when set (required behind PgBouncer: sqlx's
+    /// migrator needs one session for its advisory lock and its statements), else
+    /// over `url`. Returns an error if the primary is unreachable, a URL is
+    /// invalid or a migration fails; an unreachable replica is only logged.
+    pub async fn connect(
+        url: &str,
+        pool: super::PoolSettings,
+        replicas: &super::ReplicaSettings,
+    ) -> anyhow::Result<Self> {
+        let session = Session::new(pool.pgbouncer);
+        let writer = pool_options(pool)
+            .connect_with(connect_options(url, pool).context("invalid database URL")?)
             .await
             .context("cannot connect to Postgres")?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .context("Postgres migrations failed")?;
+        match &replicas.migrations_url {
+            Some(direct) => {
+                let direct_settings = super::PoolSettings {
+                    max_connections: 1,
+                    pgbouncer: false,
+                    ..pool
+                };
+                let options = connect_options(direct, direct_settings)
+                    .context("invalid URL of database.migrations_url")?;
+                let options = if direct.contains("application_name=") {
+                    options
+                } else {
+                    options.application_name(MIGRATIONS_APPLICATION_NAME)
+                };
+                let migrations = pool_options(direct_settings)
+                    .connect_with(options)
+                    .await
+                    .context("cannot connect to Postgres for the migrations")?;
+                let result = sqlx::migrate!("./migrations/postgres")
+                    .run(&migrations)
+                    .await;
+                migrations.close().await;
+                result.context("Postgres migrations failed")?;
+            }
+            None if pool.pgbouncer => anyhow::bail!(
+                "database.migrations_url: required with database.pgbouncer: true \
+                 (migrations need a direct or session-mode connection)"
+            ),
+            None => sqlx::migrate!("./migrations/postgres")
+                .run(&writer)
+                .await
+                .context("Postgres migrations failed")?,
+        }
+        let replica_pools = replicas
+            .urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                connect_options(url, pool)
+                    .map(|options| pool_options(pool).connect_lazy_with(options))
+                    .with_context(|| format!("invalid URL of database.replicas[{i}]"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let reads = Arc::new(ReplicaSet::new(
+            session,
+            writer.clone(),
+            replica_pools,
+            replicas.max_lag,
+        ));
+        reads.check_all().await;
+        reads.spawn_checks(replicas.check_interval);
         Ok(Self {
-            writer: pool.clone(),
-            reader: pool,
+            session,
+            writer,
+            reads,
         })
     }
 
+    /// The read splitting (replica states and metrics).
+    pub fn replica_set(&self) -> &ReplicaSet {
+        &self.reads
+    }
+
     pub(super) async fn ping(&self) -> Result<(), DbError> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        let persistent = self.session.persistent();
+        self.session
+            .run(&self.writer, |mut conn| async move {
+                let done = sqlx::query("SELECT 1")
+                    .persistent(persistent)
+                    .execute(&mut *conn)
+                    .await;
+                (conn, done)
+            })
+            .await?;
         Ok(())
     }
 
+    /// The primary's WAL insert position now: at or past the commit of every
+    /// transaction that has committed, so a replica that has replayed it shows
+    /// them all.
+    pub(super) async fn write_position(&self) -> Result<Lsn, DbError> {
+        let persistent = self.session.persistent();
+        let text: String = self
+            .session
+            .run(&self.writer, |mut conn| async move {
+                let text = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+                    .persistent(persistent)
+                    .fetch_one(&mut *conn)
+                    .await;
+                (conn, text)
+            })
+            .await?;
+        Lsn::parse(&text).ok_or_else(|| {
+            DbError::Other(sqlx::Error::Decode(
+                format!("unexpected pg_lsn text {text:?}").into(),
+            ))
+        })
+    }
+
     pub(super) async fn insert_event(&self, e: &Event) -> Result<(), DbError> {
-        insert_event_query(e).execute(&self.writer).await?;
+        self.session
+            .run(&self.writer, |mut conn| async move {
+                let done = insert_event_query(e)
+                    .persistent(conn.persistent())
+                    .execute(&mut *conn)
+                    .await;
+                (conn, done)
+            })
+            .await?;
         Ok(())
     }
 
@@ -79,6 +199,7 @@ impl PgDb {
         .bind(request_hash)
         .bind(&e.id)
         .bind(e.created_at)
+        .persistent(self.session.persistent())
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -87,7 +208,10 @@ impl PgDb {
             tx.rollback().await?;
             return Ok(false);
         }
-        insert_event_query(e).execute(&mut *tx).await?;
+        insert_event_query(e)
+            .persistent(self.session.persistent())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -95,14 +219,23 @@ impl PgDb {
     /// The record of `key` and the event it stored, read on the writer pool in its
     /// own statement (so it sees the winner's commit whatever the isolation level).
     pub(super) async fn stored_request(&self, key: &str) -> Result<Option<StoredRequest>, DbError> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "SELECT k.request_hash, {} FROM idempotency_keys k \
              JOIN revenue_events e ON e.id = k.event_id WHERE k.idempotency_key = $1",
             prefixed_event_columns("e")
-        ))
-        .bind(key)
-        .fetch_optional(&self.writer)
-        .await?;
+        );
+        let sql = sql.as_str();
+        let row = self
+            .session
+            .run(&self.writer, |mut conn| async move {
+                let row = sqlx::query(sql)
+                    .bind(key)
+                    .persistent(conn.persistent())
+                    .fetch_optional(&mut *conn)
+                    .await;
+                (conn, row)
+            })
+            .await?;
         row.map(|r| {
             Ok(StoredRequest {
                 request_hash: r.try_get("request_hash")?,
@@ -137,80 +270,71 @@ impl PgDb {
                     .push_bind_unseparated(e.metadata.as_ref().map(|m| m.to_string()))
                     .push_unseparated(" AS JSONB)");
             });
-            qb.build().execute(&mut *tx).await?;
+            qb.build()
+                .persistent(self.session.persistent())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    pub(super) async fn get_event(&self, id: &str) -> Result<Option<Event>, DbError> {
-        let row = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM revenue_events WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.map(|r| event_from_row(&r)).transpose()?)
+    pub(super) async fn get_event(
+        &self,
+        id: &str,
+        after: Option<Lsn>,
+    ) -> Result<Option<Event>, DbError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM revenue_events WHERE id = $1");
+        let sql = sql.as_str();
+        self.reads
+            .read(after, |mut conn| async move {
+                let row = sqlx::query(sql)
+                    .bind(id)
+                    .persistent(conn.persistent())
+                    .fetch_optional(&mut *conn)
+                    .await;
+                let event = row.and_then(|row| row.map(|r| event_from_row(&r)).transpose());
+                (conn, event)
+            })
+            .await
     }
 
     pub(super) async fn list_events(
         &self,
         f: &EventFilter,
         fetch: i64,
+        after: Option<Lsn>,
     ) -> Result<Vec<Event>, DbError> {
-        let mut qb = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM revenue_events WHERE TRUE"
-        ));
-        if let Some(v) = &f.customer_id {
-            qb.push(" AND customer_id = ").push_bind(v.clone());
-        }
-        if let Some(v) = &f.product {
-            qb.push(" AND product = ").push_bind(v.clone());
-        }
-        if let Some(v) = f.kind {
-            qb.push(" AND kind = ").push_bind(v.as_str());
-        }
-        if let Some(v) = f.currency {
-            qb.push(" AND currency = ").push_bind(v);
-        }
-        push_range(&mut qb, f.from, f.to);
-        if let Some(c) = &f.cursor {
-            qb.push(" AND (occurred_at, id) < (")
-                .push_bind(c.occurred_at)
-                .push(", ")
-                .push_bind(c.id.clone())
-                .push(")");
-        }
-        qb.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
-            .push_bind(fetch);
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        Ok(rows
-            .iter()
-            .map(event_from_row)
-            .collect::<Result<Vec<_>, _>>()?)
+        self.reads
+            .read(after, |mut conn| async move {
+                let rows = list_query(f, fetch)
+                    .build()
+                    .persistent(conn.persistent())
+                    .fetch_all(&mut *conn)
+                    .await;
+                let events = rows.and_then(|rows| rows.iter().map(event_from_row).collect());
+                (conn, events)
+            })
+            .await
     }
 
-    pub(super) async fn summary(&self, q: &SummaryQuery) -> Result<Vec<SummaryRow>, DbError> {
-        let format = match q.interval {
-            Interval::Day => "YYYY-MM-DD",
-            Interval::Month => "YYYY-MM",
-        };
+    pub(super) async fn summary(
+        &self,
+        q: &SummaryQuery,
+        after: Option<Lsn>,
+    ) -> Result<Vec<SummaryRow>, DbError> {
         let by_product = q.group_by == Some(GroupBy::Product);
-        let product = if by_product { "product, " } else { "" };
-        let mut qb = QueryBuilder::<Postgres>::new(format!(
-            "SELECT to_char(occurred_at AT TIME ZONE 'UTC', '{format}') AS bucket, currency, \
-             {product}{SUM_COLUMNS}, COUNT(*) AS count FROM revenue_events WHERE TRUE"
-        ));
-        if let Some(v) = q.currency {
-            qb.push(" AND currency = ").push_bind(v);
-        }
-        push_range(&mut qb, q.from, q.to);
-        if by_product {
-            qb.push(" GROUP BY 1, 2, 3 ORDER BY bucket, currency, product");
-        } else {
-            qb.push(" GROUP BY 1, 2 ORDER BY bucket, currency");
-        }
-        let rows = qb.build().fetch_all(&self.reader).await?;
+        let rows = self
+            .reads
+            .read(after, |mut conn| async move {
+                let rows = summary_query(q)
+                    .build()
+                    .persistent(conn.persistent())
+                    .fetch_all(&mut *conn)
+                    .await;
+                (conn, rows)
+            })
+            .await?;
         rows.iter()
             .map(|r| {
                 let gross = exact_sum(r, "gross")?;
@@ -236,15 +360,25 @@ impl PgDb {
     pub(super) async fn customer_totals(
         &self,
         customer_id: &str,
+        after: Option<Lsn>,
     ) -> Result<Vec<CustomerTotals>, DbError> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT currency, {SUM_COLUMNS}, COUNT(*) AS count, \
              MIN(occurred_at) AS first_occurred_at, MAX(occurred_at) AS last_occurred_at \
              FROM revenue_events WHERE customer_id = $1 GROUP BY currency ORDER BY currency"
-        ))
-        .bind(customer_id)
-        .fetch_all(&self.reader)
-        .await?;
+        );
+        let sql = sql.as_str();
+        let rows = self
+            .reads
+            .read(after, |mut conn| async move {
+                let rows = sqlx::query(sql)
+                    .bind(customer_id)
+                    .persistent(conn.persistent())
+                    .fetch_all(&mut *conn)
+                    .await;
+                (conn, rows)
+            })
+            .await?;
         rows.iter()
             .map(|r| {
                 let gross = exact_sum(r, "gross")?;
@@ -265,7 +399,7 @@ impl PgDb {
 
     pub(super) async fn close(&self) {
         self.writer.close().await;
-        self.reader.close().await;
+        self.reads.close().await;
     }
 }
 
@@ -309,6 +443,83 @@ fn exact_sum(r: &PgRow, name: &str) -> Result<i128, sqlx::Error> {
     text.parse::<i128>().map_err(|e| {
         sqlx::Error::Decode(format!("{name} total {text:?} is not an integer: {e}").into())
     })
+}
+
+/// The `SELECT` of [`PgDb::summary`]: one row per bucket, currency (and product
+/// with `group_by=product`), in that order.
+fn summary_query(q: &SummaryQuery) -> QueryBuilder<'_, Postgres> {
+    let format = match q.interval {
+        Interval::Day => "YYYY-MM-DD",
+        Interval::Month => "YYYY-MM",
+    };
+    let by_product = q.group_by == Some(GroupBy::Product);
+    let product = if by_product { "product, " } else { "" };
+    let mut qb = QueryBuilder::<Postgres>::new(format!(
+        "SELECT to_char(occurred_at AT TIME ZONE 'UTC', '{format}') AS bucket, currency, \
+         {product}{SUM_COLUMNS}, COUNT(*) AS count FROM revenue_events WHERE TRUE"
+    ));
+    if let Some(v) = q.currency {
+        qb.push(" AND currency = ").push_bind(v);
+    }
+    push_range(&mut qb, q.from, q.to);
+    if by_product {
+        qb.push(" GROUP BY 1, 2, 3 ORDER BY bucket, currency, product");
+    } else {
+        qb.push(" GROUP BY 1, 2 ORDER BY bucket, currency");
+    }
+    qb
+}
+
+/// The `SELECT` of one page of [`PgDb::list_events`]: filters, the keyset
+/// condition after the cursor, newest first, `fetch` rows.
+fn list_query(f: &EventFilter, fetch: i64) -> QueryBuilder<'_, Postgres> {
+    let mut qb = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {EVENT_COLUMNS} FROM revenue_events WHERE TRUE"
+    ));
+    if let Some(v) = &f.customer_id {
+        qb.push(" AND customer_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.product {
+        qb.push(" AND product = ").push_bind(v.clone());
+    }
+    if let Some(v) = f.kind {
+        qb.push(" AND kind = ").push_bind(v.as_str());
+    }
+    if let Some(v) = f.currency {
+        qb.push(" AND currency = ").push_bind(v);
+    }
+    push_range(&mut qb, f.from, f.to);
+    if let Some(c) = &f.cursor {
+        qb.push(" AND (occurred_at, id) < (")
+            .push_bind(c.occurred_at)
+            .push(", ")
+            .push_bind(c.id.clone())
+            .push(")");
+    }
+    qb.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
+        .push_bind(fetch);
+    qb
+}
+
+/// The pool of one server: size and timeouts from `pool`.
+fn pool_options(pool: super::PoolSettings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(pool.max_connections.max(1))
+        .idle_timeout(pool.idle_timeout)
+        .acquire_timeout(pool.acquire_timeout)
+}
+
+/// The connection options of `url`: [`APPLICATION_NAME`] unless the URL names
+/// one, and no prepared-statement cache behind PgBouncer (see [`Session`]).
+fn connect_options(url: &str, pool: super::PoolSettings) -> Result<PgConnectOptions, sqlx::Error> {
+    let mut options = PgConnectOptions::from_str(url)?;
+    if !url.contains("application_name=") {
+        options = options.application_name(APPLICATION_NAME);
+    }
+    if pool.pgbouncer {
+        options = options.statement_cache_capacity(0);
+    }
+    Ok(options)
 }
 
 fn push_range(

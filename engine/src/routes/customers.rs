@@ -5,6 +5,7 @@ use axum::response::Response;
 
 use super::PathParam;
 use crate::cache::CacheKey;
+use crate::consistency::ConsistencyToken;
 use crate::error::AppError;
 use crate::model::CustomerSummary;
 use crate::state::AppState;
@@ -21,9 +22,11 @@ use crate::validation;
 ///
 /// The 200 body goes through the read cache (see [`crate::cache`]), invalidated
 /// by this customer's writes only; the answer carries `X-Engine-Cache:
-/// hit|miss|bypass`. A 404 is never cached.
+/// hit|miss|bypass`. A 404 is never cached. With a `Consistency-Token` (see
+/// [`crate::consistency`]) the totals include that write.
 pub async fn get_customer(
     State(state): State<AppState>,
+    ConsistencyToken(token): ConsistencyToken,
     PathParam(id): PathParam<String>,
 ) -> Result<Response, AppError> {
     let not_found = |id: &str| AppError::NotFound(format!("no events for customer {id:?}"));
@@ -34,8 +37,8 @@ pub async fn get_customer(
     let db = &state.db;
     state
         .cache
-        .get_or_compute(&key, || async move {
-            let data = db.customer_totals(&id).await?;
+        .get_or_compute(&key, token, |after| async move {
+            let data = db.customer_totals(&id, after).await?;
             if data.is_empty() {
                 return Err(not_found(&id));
             }

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{IdempotencyKeyHeader, JsonBody, PathParam, QueryPairs, API_PREFIX};
-use crate::db::IdempotentInsert;
+use crate::consistency::{self, ConsistencyToken};
+use crate::db::{IdempotentInsert, Lsn};
 use crate::error::AppError;
 use crate::idempotency;
 use crate::model::{is_event_id, Event, EventPage};
@@ -26,7 +27,9 @@ use crate::validation;
 /// `Idempotency-Key`, checked before the body.
 ///
 /// Every stored event (not a replay) bumps the read cache's versions (see
-/// [`crate::cache::Cache::invalidate_event`]) before the answer is sent.
+/// [`crate::cache::Cache::invalidate_event`]) before the answer is sent. With
+/// Postgres every 201 (a replay too) carries a `Consistency-Token` (see
+/// [`crate::consistency`]): reads that send it back see this event.
 pub async fn create_event(
     State(state): State<AppState>,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
@@ -36,8 +39,12 @@ pub async fn create_event(
     let Some(key) = key else {
         let event = state.db.insert_event(Event::from_new(new)).await?;
         tracing::debug!(id = event.id, "event recorded");
-        state.cache.invalidate_event(&event.customer_id).await;
-        return Ok(created(event, false));
+        let position = write_position(&state).await;
+        state
+            .cache
+            .invalidate_event(&event.customer_id, position)
+            .await;
+        return Ok(created(event, false, position));
     };
     let hash = idempotency::request_hash(&new);
     match state
@@ -47,15 +54,20 @@ pub async fn create_event(
     {
         IdempotentInsert::Inserted(event) => {
             tracing::debug!(id = event.id, "event recorded under an idempotency key");
-            state.cache.invalidate_event(&event.customer_id).await;
-            Ok(created(event, false))
+            let position = write_position(&state).await;
+            state
+                .cache
+                .invalidate_event(&event.customer_id, position)
+                .await;
+            Ok(created(event, false, position))
         }
         IdempotentInsert::Replayed(event) => {
             tracing::debug!(
                 id = event.id,
                 "idempotent retry: answering with the stored event"
             );
-            Ok(created(event, true))
+            let position = write_position(&state).await;
+            Ok(created(event, true, position))
         }
         IdempotentInsert::KeyReused => Err(AppError::Conflict {
             code: "idempotency_key_reused",
@@ -68,9 +80,20 @@ pub async fn create_event(
     }
 }
 
-/// The 201 answer for a stored event: `Location` header, the event as JSON, and
-/// `Idempotent-Replayed: true` when it was stored by an earlier request.
-fn created(event: Event, replayed: bool) -> Response {
+/// The primary's write position after a committed write, for the consistency
+/// token and the cache versions; `None` for SQLite, or (logged) when the primary
+/// cannot be asked: the write stands, the answer then carries no token.
+async fn write_position(state: &AppState) -> Option<Lsn> {
+    state.db.write_position().await.unwrap_or_else(|e| {
+        tracing::warn!("cannot read the write position after a write ({e}); answering without a consistency token");
+        None
+    })
+}
+
+/// The 201 answer for a stored event: `Location` header, the event as JSON,
+/// `Idempotent-Replayed: true` when it was stored by an earlier request, and the
+/// `Consistency-Token` of `position` when there is one.
+fn created(event: Event, replayed: bool, position: Option<Lsn>) -> Response {
     let location = format!("{API_PREFIX}/events/{}", event.id);
     let mut response = (
         StatusCode::CREATED,
@@ -84,24 +107,33 @@ fn created(event: Event, replayed: bool) -> Response {
             HeaderValue::from_static("true"),
         );
     }
+    if let Some(value) = position.and_then(consistency::header_value) {
+        response
+            .headers_mut()
+            .insert(consistency::TOKEN_HEADER, value);
+    }
     response
 }
 
 /// `GET /api/v1/revenue/events`: one page of events, newest first, as
 /// `{"data": [...], "next_cursor": "..." | null}`. 422 naming the parameter for a
-/// bad filter, limit or cursor.
+/// bad filter, limit or cursor. With a `Consistency-Token` the page includes that
+/// write.
 pub async fn list_events(
     State(state): State<AppState>,
+    ConsistencyToken(token): ConsistencyToken,
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Json<EventPage>, AppError> {
     let filter = validation::event_filter(pairs)?;
-    Ok(Json(state.db.list_events(&filter).await?))
+    Ok(Json(state.db.list_events(&filter, token).await?))
 }
 
 /// `GET /api/v1/revenue/events/{id}`: the stored event, or 404 (also for an id
-/// that cannot be one, e.g. not valid UTF-8 once percent-decoded).
+/// that cannot be one, e.g. not valid UTF-8 once percent-decoded). With a
+/// `Consistency-Token` an event stored by that write is found.
 pub async fn get_event(
     State(state): State<AppState>,
+    ConsistencyToken(token): ConsistencyToken,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Event>, AppError> {
     let not_found = || AppError::NotFound(format!("no event with id {id:?}"));
@@ -110,7 +142,7 @@ pub async fn get_event(
     }
     state
         .db
-        .get_event(&id)
+        .get_event(&id, token)
         .await?
         .map(Json)
         .ok_or_else(not_found)

@@ -5,6 +5,7 @@ use axum::response::Response;
 
 use super::QueryPairs;
 use crate::cache::CacheKey;
+use crate::consistency::ConsistencyToken;
 use crate::error::AppError;
 use crate::model::Summary;
 use crate::state::AppState;
@@ -24,8 +25,12 @@ use crate::validation;
 ///
 /// The 200 body goes through the read cache (see [`crate::cache`]): the answer
 /// carries `X-Engine-Cache: hit|miss|bypass`.
+///
+/// With a `Consistency-Token` (see [`crate::consistency`]) the totals include
+/// that write.
 pub async fn get_summary(
     State(state): State<AppState>,
+    ConsistencyToken(token): ConsistencyToken,
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, AppError> {
     let query = validation::summary_query(pairs)?;
@@ -33,8 +38,8 @@ pub async fn get_summary(
     let db = &state.db;
     state
         .cache
-        .get_or_compute(&key, || async move {
-            let data = db.summary(&query).await?;
+        .get_or_compute(&key, token, |after| async move {
+            let data = db.summary(&query, after).await?;
             let summary = Summary {
                 interval: query.interval,
                 from: query.from,
