@@ -274,6 +274,15 @@ async fn reads_land_on_the_replica_and_tokens_read_your_writes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // Reads tell shared caches that the token changes the answer.
+    let resp = ctx
+        .http
+        .get(ctx.engine.api_url("/summary"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["vary"], "Consistency-Token");
+
     // Tokens that are not LSNs are refused, naming the header.
     for bad in ["nope", "0/", "1/2/3", "-1/0", "0/16B3748 x"] {
         let resp = ctx

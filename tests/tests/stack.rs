@@ -95,6 +95,48 @@ async fn walk_through(engine: &EngineProcess) {
         "{text}"
     );
 
+    // The gateway caches the summary at the edge (proxy-cache, 30 s)...
+    let summary_url = format!(
+        "{api}/summary?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&interval=month&currency=USD"
+    );
+    let cached = |token: Option<String>| {
+        let mut req = c.get(&summary_url).header("apikey", DEV_API_KEY);
+        if let Some(t) = token {
+            req = req.header("consistency-token", t);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.headers()["x-cache-status"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (
+                status,
+                resp.json::<Value>().await.unwrap()["data"][0]["net"].clone(),
+            )
+        }
+    };
+    assert_eq!(cached(None).await, ("Hit".to_owned(), json!(4000)));
+    // ...but a read carrying a new write's Consistency-Token (Postgres; SQLite
+    // answers none, and any token is accepted) is keyed apart and sees the write.
+    let resp = c
+        .post(format!("{api}/events"))
+        .header("apikey", DEV_API_KEY)
+        .json(&json!({
+            "customer_id": "cus_1002", "product": "robot-pro-monthly", "kind": "charge",
+            "amount": 1, "currency": "USD", "occurred_at": "2026-01-09T09:30:00Z"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let token = resp
+        .headers()
+        .get("consistency-token")
+        .map_or("0/0", |v| v.to_str().unwrap())
+        .to_owned();
+    assert_eq!(cached(Some(token)).await, ("Miss".to_owned(), json!(4001)));
+
     // Validation errors from the engine pass through the gateway untouched.
     let resp = c
         .post(format!("{api}/events"))

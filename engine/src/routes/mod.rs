@@ -28,6 +28,7 @@ use std::time::Instant;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(vary_on_consistency_token))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -95,6 +97,22 @@ async fn log_request(req: Request, next: Next) -> Response {
         tracing::debug!(%method, path, status, micros, "request");
     } else {
         tracing::info!(%method, path, status, micros, "request");
+    }
+    response
+}
+
+/// Adds `Vary: Consistency-Token` to every `GET`/`HEAD` answer: a read with a
+/// write's token may be answered differently (fresher) than one without, so a
+/// shared cache in front (the gateway's proxy-cache) must either key on the
+/// header or not store the answer. Runs once per request.
+async fn vary_on_consistency_token(req: Request, next: Next) -> Response {
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    let mut response = next.run(req).await;
+    if read {
+        response.headers_mut().append(
+            header::VARY,
+            HeaderValue::from_static(crate::consistency::TOKEN_FIELD),
+        );
     }
     response
 }
