@@ -17,6 +17,9 @@ use crate::config_file::{self, FileConfig};
 /// directory, created (with its directory) on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/engine.sqlite?mode=rwc";
 
+/// How long an `Idempotency-Key` is remembered by default (as Stripe does).
+pub const DEFAULT_IDEMPOTENCY_KEY_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -54,6 +57,8 @@ pub struct Config {
     pub header_read_timeout_ms: u64,
     /// How long a kept-alive HTTP connection may stay silent, in milliseconds.
     pub idle_timeout_ms: u64,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_key_ttl: Duration,
     /// Redis URL of the read cache; `None` means no cache. Never logged.
     pub redis_url: Option<String>,
     /// Lifetime of cached read answers, in seconds.
@@ -78,6 +83,7 @@ impl Default for Config {
             ready_timeout_ms: 2000,
             header_read_timeout_ms: 30_000,
             idle_timeout_ms: 75_000,
+            idempotency_key_ttl: DEFAULT_IDEMPOTENCY_KEY_TTL,
             redis_url: None,
             summary_ttl_secs: 60,
         }
@@ -106,6 +112,7 @@ impl std::fmt::Debug for Config {
             .field("ready_timeout_ms", &self.ready_timeout_ms)
             .field("header_read_timeout_ms", &self.header_read_timeout_ms)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("idempotency_key_ttl", &self.idempotency_key_ttl)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("summary_ttl_secs", &self.summary_ttl_secs)
             .finish()
@@ -240,6 +247,11 @@ impl Config {
                 args.idle_timeout_ms,
                 file.idle_timeout.map(millis),
                 d.idle_timeout_ms,
+            ),
+            idempotency_key_ttl: layered(
+                args.idempotency_key_ttl,
+                file.idempotency_key_ttl,
+                d.idempotency_key_ttl,
             ),
             redis_url: args.redis_url.clone().or(file.redis_url).or(d.redis_url),
             summary_ttl_secs: layered(
@@ -404,6 +416,12 @@ pub struct Args {
     #[arg(long, env = "ENGINE_IDLE_TIMEOUT_MS", global = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: Option<u64>,
+
+    /// How long an `Idempotency-Key` is remembered, e.g. 24h; a retry after that
+    /// stores a new event [default: 24h].
+    #[arg(long, env = "ENGINE_IDEMPOTENCY_KEY_TTL", global = true,
+          value_parser = positive_duration_arg)]
+    pub idempotency_key_ttl: Option<Duration>,
 
     /// Redis URL of the read cache (`redis://[:PASSWORD@]HOST:PORT[/DB]`); absent
     /// means no cache. The URL (and any password in it) is never logged.

@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub header_read_timeout: Option<Duration>,
     /// `http.idle_timeout`.
     pub idle_timeout: Option<Duration>,
+    /// `idempotency.key_ttl`.
+    pub idempotency_key_ttl: Option<Duration>,
     /// `redis`.
     pub redis_url: Option<String>,
     /// `cache.summary_ttl`, in whole seconds.
@@ -69,6 +71,7 @@ impl std::fmt::Debug for FileConfig {
             .field("ready_timeout", &self.ready_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("idempotency_key_ttl", &self.idempotency_key_ttl)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("summary_ttl_secs", &self.summary_ttl_secs)
             .finish()
@@ -129,6 +132,17 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
                 }
             }
             "redis" => out.redis_url = Some(url(value, "redis", &["redis://", "rediss://"])?),
+            "idempotency" => {
+                for (key, value) in entries(value, "idempotency")? {
+                    match key.as_str() {
+                        "key_ttl" => {
+                            out.idempotency_key_ttl =
+                                Some(positive_duration(value, "idempotency.key_ttl")?);
+                        }
+                        other => return Err(unknown("idempotency.", other)),
+                    }
+                }
+            }
             "cache" => {
                 for (key, value) in entries(value, "cache")? {
                     match key.as_str() {
@@ -294,7 +308,7 @@ fn positive_duration(value: &Yaml, path: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Parses a duration written `Nms`, `Ns`, `Nm` or `N` (seconds), `N` a
+/// Parses a duration written `Nms`, `Ns`, `Nm`, `Nh` or `N` (seconds), `N` a
 /// non-negative integer.
 ///
 /// Used for config-file values and the duration flags. Returns a message on any
@@ -307,6 +321,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         (n, 1000)
     } else if let Some(n) = text.strip_suffix('m') {
         (n, 60_000)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3_600_000)
     } else {
         (text, 1000)
     };
@@ -330,8 +346,9 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        for bad in ["", "s", "-1s", "1.5s", "1h", "ten", "99999999999999999999m"] {
+        for bad in ["", "s", "-1s", "1.5s", "1d", "ten", "99999999999999999999m"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -401,6 +418,10 @@ mod tests {
                 "http.idle_timeout: must be more than 0s",
             ),
             ("http: { keepalive: 1s }\n", "http.keepalive: unknown key"),
+            (
+                "idempotency: { key_ttl: 0 }\n",
+                "idempotency.key_ttl: must be more than 0s",
+            ),
             (
                 "cache: { summary_ttl: 1500ms }\n",
                 "cache.summary_ttl: expected a whole",

@@ -92,8 +92,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             cache::Cache::disabled()
         }
     };
-    let state =
-        AppState::new(db.clone(), Duration::from_millis(config.ready_timeout_ms)).with_cache(cache);
+    let state = AppState::new(db.clone(), Duration::from_millis(config.ready_timeout_ms))
+        .with_cache(cache)
+        .with_idempotency_key_ttl(config.idempotency_key_ttl);
+    let sweep = tokio::spawn(sweep_expired_keys(db.clone(), config.idempotency_key_ttl));
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -112,9 +114,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     server::serve(listener, app(state), timeouts, shutdown_signal()).await;
 
+    sweep.abort();
     tracing::info!("shutting down: closing database connections");
     db.close().await;
     Ok(())
+}
+
+/// Deletes expired idempotency keys forever: every quarter of `ttl` (at least
+/// 1 s, at most 10 min), keys claimed more than `ttl` ago. Spawned once by
+/// [`serve`] and aborted at shutdown. Failures are logged and retried at the next
+/// round; claims never depend on the sweep (an expired claim is taken over).
+async fn sweep_expired_keys(db: db::Db, ttl: Duration) {
+    let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    loop {
+        tokio::time::sleep(every).await;
+        match db.delete_expired_keys(state::expiry_cutoff(ttl)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "expired idempotency keys deleted"),
+            Err(e) => tracing::warn!("cannot delete expired idempotency keys: {e}"),
+        }
+    }
 }
 
 /// Resolves when the process receives SIGTERM or Ctrl-C (SIGINT).

@@ -19,6 +19,9 @@ pub struct AppState {
     /// The Redis read cache of `/summary` and `/customers/{id}` (a pass-through
     /// when no Redis is configured).
     pub cache: Cache,
+    /// How long an `Idempotency-Key` is remembered; an older claim is expired and
+    /// the key may store a new event.
+    pub idempotency_key_ttl: Duration,
 }
 
 impl AppState {
@@ -29,7 +32,21 @@ impl AppState {
             db,
             ready_timeout,
             cache: Cache::disabled(),
+            idempotency_key_ttl: crate::config::DEFAULT_IDEMPOTENCY_KEY_TTL,
         }
+    }
+
+    /// Returns the state with `ttl` as the idempotency key lifetime. Runs once at
+    /// start-up.
+    pub fn with_idempotency_key_ttl(mut self, ttl: Duration) -> Self {
+        self.idempotency_key_ttl = ttl;
+        self
+    }
+
+    /// The expiry cutoff of idempotency keys now: claims made before it are
+    /// expired. Runs once per keyed `POST /events`.
+    pub fn idempotency_cutoff(&self) -> chrono::DateTime<chrono::Utc> {
+        expiry_cutoff(self.idempotency_key_ttl)
     }
 
     /// Returns the state with `cache` as its read cache. Runs once at start-up.
@@ -37,4 +54,14 @@ impl AppState {
         self.cache = cache;
         self
     }
+}
+
+/// `now - ttl` (the Unix epoch if that is out of range). Runs once per keyed
+/// `POST /events` and per expiry sweep.
+pub fn expiry_cutoff(ttl: Duration) -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_sub_signed(ttl))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH)
 }

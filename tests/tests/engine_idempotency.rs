@@ -31,6 +31,7 @@ on_both_backends!(
     invalid_keys_are_rejected,
     customer_lifetime_value_is_exact,
     summary_groups_by_product,
+    an_expired_key_stores_a_new_event,
 );
 
 /// A retry with the same key and body answers 201 with the first event (same id)
@@ -418,4 +419,48 @@ async fn summary_groups_by_product(backend: Backend) {
             Some("group_by"),
         );
     }
+}
+
+/// A key older than `ENGINE_IDEMPOTENCY_KEY_TTL` is expired: the same key then
+/// stores a new event (even with another body), which replays from then on; the
+/// sweep deletes expired rows. The first event stays.
+async fn an_expired_key_stores_a_new_event(backend: Backend) {
+    let ctx = Ctx::start_with(
+        backend,
+        "idem_expiry",
+        &[("ENGINE_IDEMPOTENCY_KEY_TTL", "2s")],
+    );
+    let first = ctx.post_keyed(&charge(), "expiring").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let retry = ctx.post_keyed(&charge(), "expiring").await;
+    assert_eq!((retry.replayed(), retry.id()), (Some("true"), first.id()));
+    let mut other = charge();
+    other["amount"] = json!(1);
+    assert_eq!(
+        ctx.post_keyed(&other, "expiring").await.status,
+        StatusCode::CONFLICT
+    );
+
+    std::thread::sleep(std::time::Duration::from_millis(2300));
+    let again = ctx.post_keyed(&other, "expiring").await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+    assert_eq!(again.replayed(), None);
+    assert_ne!(again.id(), first.id());
+    let retry = ctx.post_keyed(&other, "expiring").await;
+    assert_eq!((retry.replayed(), retry.id()), (Some("true"), again.id()));
+    assert_eq!(ctx.all_events().await.len(), 2);
+
+    // The sweep (every ttl/4, at least 1 s) deletes the keys once they expire;
+    // their events stay.
+    ctx.post_keyed(&charge(), "short-lived").await;
+    assert_eq!(idempotency_rows(&ctx), "2");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while idempotency_rows(&ctx) != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired keys were never swept"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(ctx.all_events().await.len(), 3);
 }

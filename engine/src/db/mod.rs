@@ -16,7 +16,8 @@
 //! made elsewhere (the winner of an idempotency race) use the primary.
 //!
 //! Idempotent inserts ([`Db::insert_event_idempotent`]) claim the key in the table
-//! `idempotency_keys` with `INSERT ... ON CONFLICT DO NOTHING` and store the event
+//! `idempotency_keys` with `INSERT ... ON CONFLICT DO UPDATE ... WHERE` (only an
+//! expired claim is taken over) and store the event
 //! in the same transaction; the primary key on the key, not a prior lookup, decides
 //! which of several concurrent requests wins.
 
@@ -28,6 +29,7 @@ pub mod sqlite;
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 pub use lsn::Lsn;
 
 use crate::idempotency::IdempotencyKey;
@@ -44,6 +46,10 @@ const IDEMPOTENT_ATTEMPTS: usize = 3;
 /// columns are 4 500 bound parameters, within both SQLite's (32 766) and
 /// Postgres' (65 535) limits.
 pub const BATCH_ROWS: usize = 500;
+
+/// Most expired idempotency keys one `DELETE` of [`Db::delete_expired_keys`]
+/// removes.
+pub const EXPIRY_BATCH: i64 = 5_000;
 
 /// What [`Db::insert_event_idempotent`] did.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,8 +259,9 @@ impl Db {
     /// Stores a new event under an idempotency key, exactly once per key.
     ///
     /// Runs once per `POST /events` with an `Idempotency-Key`. In one transaction it
-    /// inserts the key row (`request_hash`, the event id) with `ON CONFLICT DO
-    /// NOTHING` and, if that inserted a row, the event. If the key was taken (by an
+    /// inserts the key row (`request_hash`, the event id), or takes over a row
+    /// claimed before `expired_before` (an expired key), and, if that wrote a
+    /// row, the event. If the key was taken (by an
     /// earlier request, or a concurrent one that committed first: the insert waits
     /// for it), the transaction is rolled back and the winner's record is read from
     /// the writer pool: [`IdempotentInsert::Replayed`] with the stored event when
@@ -264,15 +271,17 @@ impl Db {
         event: Event,
         key: &IdempotencyKey,
         request_hash: &str,
+        expired_before: DateTime<Utc>,
     ) -> Result<IdempotentInsert, DbError> {
         for _ in 0..IDEMPOTENT_ATTEMPTS {
+            let (k, h) = (key.as_str(), request_hash);
             let inserted = match self {
                 Db::Sqlite(db) => {
-                    db.insert_event_with_key(&event, key.as_str(), request_hash)
+                    db.insert_event_with_key(&event, k, h, expired_before)
                         .await?
                 }
                 Db::Postgres(db) => {
-                    db.insert_event_with_key(&event, key.as_str(), request_hash)
+                    db.insert_event_with_key(&event, k, h, expired_before)
                         .await?
                 }
             };
@@ -293,6 +302,26 @@ impl Db {
             tracing::warn!("idempotency record vanished after a conflict; retrying");
         }
         Err(DbError::Other(sqlx::Error::RowNotFound))
+    }
+
+    /// Deletes idempotency keys claimed before `before` (expired), in batches of
+    /// [`EXPIRY_BATCH`] rows so no statement holds locks for long; returns how many
+    /// were deleted.
+    ///
+    /// Runs from the expiry sweep of [`crate::serve`]. Errors if the database
+    /// fails (the sweep logs it and tries again later).
+    pub async fn delete_expired_keys(&self, before: DateTime<Utc>) -> Result<u64, DbError> {
+        let mut total = 0;
+        loop {
+            let deleted = match self {
+                Db::Sqlite(db) => db.delete_expired_keys(before, EXPIRY_BATCH).await?,
+                Db::Postgres(db) => db.delete_expired_keys(before, EXPIRY_BATCH).await?,
+            };
+            total += deleted;
+            if deleted < EXPIRY_BATCH.unsigned_abs() {
+                return Ok(total);
+            }
+        }
     }
 
     /// Stores many new events (ids and `created_at` already assigned) in one
@@ -420,6 +449,11 @@ mod tests {
         }
     }
 
+    /// An expiry cutoff no key is older than.
+    fn never() -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH
+    }
+
     async fn file_db(dir: &tempfile::TempDir) -> Db {
         let url = format!(
             "sqlite://{}?mode=rwc",
@@ -444,7 +478,7 @@ mod tests {
         let hash = request_hash(&new);
 
         let first = db
-            .insert_event_idempotent(Event::from_new(new.clone()), &key, &hash)
+            .insert_event_idempotent(Event::from_new(new.clone()), &key, &hash, never())
             .await
             .unwrap();
         let IdempotentInsert::Inserted(stored) = first else {
@@ -452,14 +486,19 @@ mod tests {
         };
         // A retry carries a fresh id and created_at; the stored event comes back.
         let retry = db
-            .insert_event_idempotent(Event::from_new(new.clone()), &key, &hash)
+            .insert_event_idempotent(Event::from_new(new.clone()), &key, &hash, never())
             .await
             .unwrap();
         assert_eq!(retry, IdempotentInsert::Replayed(stored.clone()));
 
         let other = new_event("c", "p", Kind::Charge, 101, "2026-01-07T12:00:00Z");
         let reused = db
-            .insert_event_idempotent(Event::from_new(other.clone()), &key, &request_hash(&other))
+            .insert_event_idempotent(
+                Event::from_new(other.clone()),
+                &key,
+                &request_hash(&other),
+                never(),
+            )
             .await
             .unwrap();
         assert_eq!(reused, IdempotentInsert::KeyReused);
@@ -468,7 +507,7 @@ mod tests {
         // Another key is another event; plain inserts are unaffected.
         let key2 = IdempotencyKey::parse(b"key-2").unwrap();
         let second = db
-            .insert_event_idempotent(Event::from_new(new.clone()), &key2, &hash)
+            .insert_event_idempotent(Event::from_new(new.clone()), &key2, &hash, never())
             .await
             .unwrap();
         assert!(matches!(second, IdempotentInsert::Inserted(e) if e.id != stored.id));
@@ -487,7 +526,7 @@ mod tests {
                 let (db, new, hash) = (db.clone(), new.clone(), hash.clone());
                 tokio::spawn(async move {
                     let key = IdempotencyKey::parse(b"same").unwrap();
-                    db.insert_event_idempotent(Event::from_new(new), &key, &hash)
+                    db.insert_event_idempotent(Event::from_new(new), &key, &hash, never())
                         .await
                         .unwrap()
                 })

@@ -181,7 +181,8 @@ impl PgDb {
     }
 
     /// Claims `key` and stores `e` in one transaction; `false` (nothing stored) if
-    /// the key was already claimed. While another transaction holds an uncommitted
+    /// the key was already claimed, unless that claim was made before
+    /// `expired_before` (expired): then it is taken over. While another transaction holds an uncommitted
     /// claim on the same key, the `INSERT` waits for it: if it commits, this one
     /// conflicts; if it rolls back, this one claims the key.
     pub(super) async fn insert_event_with_key(
@@ -189,20 +190,19 @@ impl PgDb {
         e: &Event,
         key: &str,
         request_hash: &str,
+        expired_before: DateTime<Utc>,
     ) -> Result<bool, DbError> {
         let mut tx = self.writer.begin().await?;
-        let claimed = sqlx::query(
-            "INSERT INTO idempotency_keys (idempotency_key, request_hash, event_id, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(request_hash)
-        .bind(&e.id)
-        .bind(e.created_at)
-        .persistent(self.session.persistent())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+        let claimed = sqlx::query(CLAIM_KEY_SQL)
+            .bind(key)
+            .bind(request_hash)
+            .bind(&e.id)
+            .bind(e.created_at)
+            .bind(expired_before)
+            .persistent(self.session.persistent())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
             == 1;
         if !claimed {
             tx.rollback().await?;
@@ -397,11 +397,47 @@ impl PgDb {
             .map_err(DbError::from)
     }
 
+    /// Deletes up to `limit` idempotency keys claimed before `before`; returns
+    /// how many.
+    pub(super) async fn delete_expired_keys(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<u64, DbError> {
+        let done = self
+            .session
+            .run(&self.writer, |mut conn| async move {
+                let done = sqlx::query(
+                    "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM \
+                     idempotency_keys WHERE created_at < $1 LIMIT $2)",
+                )
+                .bind(before)
+                .bind(limit)
+                .persistent(conn.persistent())
+                .execute(&mut *conn)
+                .await;
+                (conn, done)
+            })
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub(super) async fn close(&self) {
         self.writer.close().await;
         self.reads.close().await;
     }
 }
+
+/// Claims an idempotency key: inserts it, or takes over a row claimed before `$5`
+/// (expired). A live claim is left alone (0 rows affected). Concurrent takeovers
+/// of one expired key serialise on its row lock; the loser sees the winner's
+/// fresh `created_at` and does not update.
+const CLAIM_KEY_SQL: &str =
+    "INSERT INTO idempotency_keys (idempotency_key, request_hash, event_id, created_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO UPDATE \
+     SET request_hash = EXCLUDED.request_hash, event_id = EXCLUDED.event_id, \
+         created_at = EXCLUDED.created_at \
+     WHERE idempotency_keys.created_at < $5";
 
 /// The select-list columns of the exact `gross` and `refunds` totals, as text
 /// (see [`exact_sum`]).

@@ -117,16 +117,22 @@ impl SqliteDb {
         e: &Event,
         key: &str,
         request_hash: &str,
+        expired_before: DateTime<Utc>,
     ) -> Result<bool, DbError> {
         let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        // Insert the key, or take over a claim made before `expired_before`.
         let claimed = sqlx::query(
             "INSERT INTO idempotency_keys (idempotency_key, request_hash, event_id, created_at) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+             VALUES (?, ?, ?, ?) ON CONFLICT (idempotency_key) DO UPDATE \
+             SET request_hash = excluded.request_hash, event_id = excluded.event_id, \
+                 created_at = excluded.created_at \
+             WHERE idempotency_keys.created_at < ?",
         )
         .bind(key)
         .bind(request_hash)
         .bind(&e.id)
         .bind(to_text(&e.created_at))
+        .bind(to_text(&expired_before))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -138,6 +144,24 @@ impl SqliteDb {
         insert_event_query(e).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Deletes up to `limit` idempotency keys claimed before `before`; returns
+    /// how many.
+    pub(super) async fn delete_expired_keys(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<u64, DbError> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM \
+             idempotency_keys WHERE created_at < ? LIMIT ?)",
+        )
+        .bind(to_text(&before))
+        .bind(limit)
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// The record of `key` and the event it stored, read on the writer pool.

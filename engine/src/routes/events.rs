@@ -49,7 +49,12 @@ pub async fn create_event(
     let hash = idempotency::request_hash(&new);
     match state
         .db
-        .insert_event_idempotent(Event::from_new(new), &key, &hash)
+        .insert_event_idempotent(
+            Event::from_new(new),
+            &key,
+            &hash,
+            state.idempotency_cutoff(),
+        )
         .await?
     {
         IdempotentInsert::Inserted(event) => {
