@@ -303,7 +303,7 @@ impl Cache {
         };
         if link.has_pending.load(Ordering::Acquire) {
             if let Err(e) = link.apply_pending().await {
-                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                // Not counted as an error: no command may have been sent.
                 tracing::debug!("read cache bypassed: invalidations still pending ({e})");
                 return bypass(compute).await;
             }

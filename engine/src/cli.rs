@@ -80,7 +80,12 @@ fn run_seed(config: &Config, opts: crate::seed::SeedOptions) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let db = crate::db::Db::connect_with(&config.database_url, config.pool_settings())
+        // No replicas for seeding, but the migrations URL (PgBouncer) applies.
+        let servers = crate::db::ReplicaSettings {
+            urls: Vec::new(),
+            ..config.replica_settings()
+        };
+        let db = crate::db::Db::open(&config.database_url, config.pool_settings(), &servers)
             .await
             .context("cannot open the database")?;
         eprintln!(

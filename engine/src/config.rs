@@ -274,9 +274,26 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `url` with any password replaced by `***` (`scheme://user:***@host/...`), for
+/// `url` with any password replaced by `***`, in the user part
+/// (`scheme://user:***@host/...`) and in a `password=` query parameter, for
 /// logs and `engine check`. URLs without a password are returned unchanged.
 pub fn redact_url(url: &str) -> String {
+    let url = redact_userinfo(url);
+    let Some((base, query)) = url.split_once('?') else {
+        return url;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+/// The user-part half of [`redact_url`].
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
@@ -498,6 +515,10 @@ mod tests {
         assert_eq!(
             redact_url("postgres://revenue@db/x"),
             "postgres://revenue@db/x"
+        );
+        assert_eq!(
+            redact_url("postgres://revenue@db/x?sslmode=require&password=s3cret"),
+            "postgres://revenue@db/x?sslmode=require&password=***"
         );
         assert_eq!(
             redact_url("sqlite://data/engine.sqlite?mode=rwc"),

@@ -7,7 +7,7 @@
 //! that position: a replica that has caught up, or else the primary. Tokens are
 //! Postgres' LSN text (`0/16B3748`); any client may send any token, since the worst
 //! a bogus one does is send its reads to the primary. SQLite answers no token and
-//! ignores one sent.
+//! ignores a well-formed one (a malformed one is still a 422).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

@@ -116,7 +116,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     sweep.abort();
     tracing::info!("shutting down: closing database connections");
-    db.close().await;
+    // Bounded: a connection stuck on a hung server must not keep the process up.
+    if tokio::time::timeout(Duration::from_secs(10), db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections did not close within 10s; exiting anyway");
+    }
     Ok(())
 }
 

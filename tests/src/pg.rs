@@ -421,7 +421,8 @@ impl PgCluster {
         self.url_for(&name)
     }
 
-    fn create_database_named(&self, name: &str) -> anyhow::Result<()> {
+    /// Creates database `name` exactly (errors if it exists or createdb fails).
+    pub fn create_database_named(&self, name: &str) -> anyhow::Result<()> {
         let mut createdb = Command::new(self.bins.tool("createdb"));
         createdb
             .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])

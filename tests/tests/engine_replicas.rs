@@ -182,10 +182,10 @@ impl Ctx {
         server.sql(&self.db, sql).unwrap().parse().unwrap()
     }
 
-    /// Waits (up to 5 s: statistics are flushed about once a second) until
+    /// Waits (up to 15 s: an idle backend flushes its statistics within 10 s) until
     /// `server` has counted more than `before` scans of `revenue_events`.
     async fn wait_for_scans(&self, server: &PgCluster, before: i64) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(15);
         while self.event_scans(server) <= before {
             assert!(Instant::now() < deadline, "no scan counted on the server");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -460,6 +460,61 @@ async fn the_cache_is_never_filled_from_a_replica_behind_its_version() {
     ctx.replica
         .sql("postgres", "SELECT pg_wal_replay_resume()")
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_standby_of_another_cluster_or_a_wrong_database_is_never_used() {
+    let primary = PgCluster::start();
+    let url = primary.create_database("rw_foreign");
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    // Another cluster with a database of the same name and an events table,
+    // and a streaming standby of it: a replica URL pointing there by mistake.
+    let other = PgCluster::start();
+    other.create_database_named(&db).unwrap();
+    other
+        .sql(&db, "CREATE TABLE revenue_events (id TEXT)")
+        .unwrap();
+    let foreign = other.start_replica().unwrap();
+    // A real replica of the primary, but the wrong database name.
+    let replica = primary.start_replica().unwrap();
+    let replicas = format!("{},{}", foreign.url_for(&db), replica.url_for("postgres"));
+    let engine = EngineProcess::start_with(
+        &url,
+        &[
+            ("ENGINE_DB_REPLICAS", replicas.as_str()),
+            ("ENGINE_DB_REPLICA_CHECK_INTERVAL", "200ms"),
+        ],
+    );
+    let http = Client::new();
+    let resp = http
+        .post(engine.api_url("/events"))
+        .json(
+            &json!({"customer_id": "c", "product": "p", "kind": "charge", "amount": 1,
+                      "currency": "EUR", "occurred_at": "2026-03-01T10:00:00Z"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    for _ in 0..4 {
+        let resp = http.get(engine.api_url("/events")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let page: Value = resp.json().await.unwrap();
+        assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
+    }
+    let metrics = metrics_text(&http, &engine).await;
+    for line in [
+        "engine_db_replica_state{replica=\"replica-0\",state=\"other_cluster\"} 1",
+        "engine_db_replica_state{replica=\"replica-1\",state=\"down\"} 1",
+        "engine_db_reads_total{target=\"primary\"} 4",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    assert!(
+        engine.log().contains("no revenue_events table"),
+        "{}",
+        engine.log_tail(20)
+    );
 }
 
 #[test]

@@ -154,11 +154,19 @@ pub enum DbError {
 
 impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                DbError::Unavailable(e)
-            }
-            _ => DbError::Other(e),
+        let unavailable = match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+            // Connection exceptions, the server shutting down or starting up
+            // (e.g. a restart), too many connections: retryable, so 503.
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08") || code.starts_with("57P") || code == "53300"
+            }),
+            _ => false,
+        };
+        if unavailable {
+            DbError::Unavailable(e)
+        } else {
+            DbError::Other(e)
         }
     }
 }

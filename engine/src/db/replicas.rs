@@ -6,13 +6,17 @@
 //! position the read asks for (a client's consistency token, or the read cache's
 //! version); with no such replica it goes to the primary.
 //!
-//! A background task checks every replica each `check_interval`:
-//! - unreachable, or the check fails or takes longer than [`CHECK_TIMEOUT`]: down;
+//! A background task checks every replica each `check_interval`, over a
+//! connection of its own (so a busy replica is not taken for a dead one):
+//! - unreachable, or the check fails or takes longer than [`CHECK_TIMEOUT`], or the
+//!   database has no `revenue_events` table (a wrong database name): down;
 //! - not in recovery (promoted, or not a standby at all): not used, since its data
 //!   may have diverged from the primary's;
+//! - a standby of another cluster (its `pg_control_system()` identifier differs
+//!   from the primary's, when that function may be read): not used;
 //! - caught up (its replayed position is at or past the primary's position read
-//!   just before, or, with the primary unreachable, past everything it has
-//!   received): healthy with lag 0;
+//!   just before, or the last one read while the primary is unreachable): healthy
+//!   with lag 0;
 //! - otherwise its lag is `now() - pg_last_xact_replay_timestamp()`, and it is
 //!   healthy only while that is at most `max_replica_lag`.
 //!
@@ -20,17 +24,18 @@
 //! it replays that write (its last replayed transaction is old); it is then
 //! skipped for one check, which only sends reads to the primary.
 //!
-//! A read that fails on a replica because the replica is unreachable (or its
-//! query was cancelled by recovery) is run again on the primary at once and the
-//! replica is marked down until a check finds it healthy again, so stopping a
-//! replica costs no failed request.
+//! A read that fails on a replica because the replica is unreachable, hangs past
+//! [`REPLICA_READ_TIMEOUT`] or is the wrong database (or its query was cancelled
+//! by recovery, or its pool was saturated) is run again on the primary at once;
+//! an unreachable, hung or wrong replica is also marked down until a check finds
+//! it healthy again, so stopping a replica costs no failed request.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
 
 use super::lsn::Lsn;
@@ -39,6 +44,9 @@ use super::DbError;
 
 /// The longest a health check of one server may take before it counts as down.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest one read may take on a replica before the replica is dropped and
+/// the read is run on the primary (a replica that hangs instead of dying).
+pub const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the last health check found out about a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +61,9 @@ pub enum Health {
     Down,
     /// Reachable but not a standby (not in recovery): not used.
     NotStandby,
+    /// A standby, but of another cluster (its system identifier differs from
+    /// the primary's): not used, its data is not the primary's.
+    OtherCluster,
 }
 
 impl Health {
@@ -64,15 +75,17 @@ impl Health {
             Health::Lagging => "lagging",
             Health::Down => "down",
             Health::NotStandby => "not_standby",
+            Health::OtherCluster => "other_cluster",
         }
     }
 
-    const ALL: [Health; 5] = [
+    const ALL: [Health; 6] = [
         Health::Unknown,
         Health::Healthy,
         Health::Lagging,
         Health::Down,
         Health::NotStandby,
+        Health::OtherCluster,
     ];
 }
 
@@ -92,6 +105,9 @@ struct Replica {
     /// `replica-0`, `replica-1`, … in configuration order (logs and metrics).
     name: String,
     pool: PgPool,
+    /// One connection of its own for health checks, so a replica whose read
+    /// pool is saturated is not mistaken for a dead one.
+    check_pool: PgPool,
     state: Mutex<ReplicaState>,
     reads: AtomicU64,
 }
@@ -133,6 +149,12 @@ pub struct ReplicaSet {
     replicas: Vec<Replica>,
     next: AtomicUsize,
     max_lag: Duration,
+    /// The primary's WAL position at the last check that reached it: replicas
+    /// are compared with it while the primary is unreachable.
+    last_primary_position: Mutex<Option<Lsn>>,
+    /// The primary's system identifier, once read (needs `pg_control_system()`,
+    /// which may not be granted: then replicas are not compared by it).
+    primary_system_id: Mutex<Option<String>>,
     primary_reads: AtomicU64,
     fallbacks: AtomicU64,
 }
@@ -153,6 +175,10 @@ impl ReplicaSet {
             .enumerate()
             .map(|(i, pool)| Replica {
                 name: format!("replica-{i}"),
+                check_pool: PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(CHECK_TIMEOUT)
+                    .connect_lazy_with((*pool.connect_options()).clone()),
                 pool,
                 state: Mutex::new(ReplicaState {
                     health: Health::Unknown,
@@ -168,6 +194,8 @@ impl ReplicaSet {
             replicas,
             next: AtomicUsize::new(0),
             max_lag,
+            last_primary_position: Mutex::new(None),
+            primary_system_id: Mutex::new(None),
             primary_reads: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
         }
@@ -208,7 +236,15 @@ impl ReplicaSet {
         Fut: Future<Output = (Conn, Result<T, sqlx::Error>)>,
     {
         if let Some(replica) = self.pick(after) {
-            match self.session.run(&replica.pool, &op).await {
+            let attempt =
+                tokio::time::timeout(REPLICA_READ_TIMEOUT, self.session.run(&replica.pool, &op));
+            let result = attempt.await.unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "replica read timed out",
+                )))
+            });
+            match result {
                 Ok(value) => {
                     replica.reads.fetch_add(1, Ordering::Relaxed);
                     return Ok(value);
@@ -216,6 +252,7 @@ impl ReplicaSet {
                 Err(e) => match replica_failure(&e) {
                     Some(kind) => {
                         self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                        // A saturated pool (Busy) is not a dead replica.
                         if kind == Failure::Unreachable {
                             let mut state = *replica.state();
                             state.health = Health::Down;
@@ -257,6 +294,23 @@ impl ReplicaSet {
             Ok(Ok(text)) => Lsn::parse(&text),
             _ => None,
         };
+        let primary_position = {
+            let mut last = self
+                .last_primary_position
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if primary_position.is_some() {
+                *last = primary_position;
+            }
+            *last
+        };
+        if self.system_id().is_none() {
+            let id = system_identifier(self.session, &self.primary).await;
+            *self
+                .primary_system_id
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = id;
+        }
         let checks = self
             .replicas
             .iter()
@@ -270,22 +324,35 @@ impl ReplicaSet {
         }
     }
 
+    /// The primary's system identifier, if it could be read.
+    fn system_id(&self) -> Option<String> {
+        self.primary_system_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// One replica's check: its new state and, when not healthy, why.
+    ///
+    /// `primary` is the primary's WAL position now, or at the last check that
+    /// reached it.
     async fn check(&self, replica: &Replica, primary: Option<Lsn>) -> (ReplicaState, String) {
         let persistent = self.session.persistent();
-        let query = self.session.run(&replica.pool, |mut conn| async move {
-            let row = sqlx::query(
-                "SELECT pg_is_in_recovery() AS in_recovery, \
+        let query = self
+            .session
+            .run(&replica.check_pool, |mut conn| async move {
+                let row = sqlx::query(
+                    "SELECT pg_is_in_recovery() AS in_recovery, \
                         pg_last_wal_replay_lsn()::text AS replayed, \
-                        pg_last_wal_receive_lsn()::text AS received, \
+                        to_regclass('revenue_events') IS NOT NULL AS has_schema, \
                         CAST(EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp())) \
                              AS DOUBLE PRECISION) AS behind_secs",
-            )
-            .persistent(persistent)
-            .fetch_one(&mut *conn)
-            .await;
-            (conn, row)
-        });
+                )
+                .persistent(persistent)
+                .fetch_one(&mut *conn)
+                .await;
+                (conn, row)
+            });
         let down = |why: String| {
             (
                 ReplicaState {
@@ -305,11 +372,11 @@ impl ReplicaSet {
             Ok((
                 row.try_get::<bool, _>("in_recovery")?,
                 row.try_get::<Option<String>, _>("replayed")?,
-                row.try_get::<Option<String>, _>("received")?,
+                row.try_get::<bool, _>("has_schema")?,
                 row.try_get::<Option<f64>, _>("behind_secs")?,
             ))
         };
-        let (in_recovery, replayed, received, behind_secs) = match read() {
+        let (in_recovery, replayed, has_schema, behind_secs) = match read() {
             Ok(values) => values,
             Err(e) => return down(format!("unexpected health check answer: {e}")),
         };
@@ -323,13 +390,25 @@ impl ReplicaSet {
                 "the server is not in recovery (not a standby, or promoted)".into(),
             );
         }
+        if !has_schema {
+            return down("the database has no revenue_events table (wrong database?)".into());
+        }
+        if let Some(primary_id) = self.system_id() {
+            let id = system_identifier(self.session, &replica.check_pool).await;
+            if id.is_some_and(|id| id != primary_id) {
+                return (
+                    ReplicaState {
+                        health: Health::OtherCluster,
+                        replayed: None,
+                        lag: None,
+                    },
+                    "a standby of another cluster (system identifiers differ)".into(),
+                );
+            }
+        }
         let replayed = replayed.as_deref().and_then(Lsn::parse);
-        let received = received.as_deref().and_then(Lsn::parse);
-        let caught_up = match (replayed, primary, received) {
-            (Some(have), Some(primary), _) => have >= primary,
-            (Some(have), None, Some(received)) => have >= received,
-            _ => false,
-        };
+        let caught_up =
+            matches!((replayed, primary), (Some(have), Some(primary)) if have >= primary);
         let lag = if caught_up {
             Some(Duration::ZERO)
         } else {
@@ -451,6 +530,7 @@ impl ReplicaSet {
     pub async fn close(&self) {
         for r in &self.replicas {
             r.pool.close().await;
+            r.check_pool.close().await;
         }
     }
 }
@@ -458,8 +538,12 @@ impl ReplicaSet {
 /// Why a read failed on a replica, when retrying it on the primary makes sense.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Failure {
-    /// The replica is unreachable, shutting down or refusing connections.
+    /// The replica is unreachable, shutting down or refusing connections, or
+    /// not what it should be (no such table, no permission: a wrong database).
     Unreachable,
+    /// Its pool had no free connection in time: retried on the primary, the
+    /// replica stays in use.
+    Busy,
     /// The query was cancelled because of a conflict with WAL replay.
     RecoveryConflict,
 }
@@ -468,10 +552,10 @@ enum Failure {
 /// (bad data, bugs), which are returned to the caller.
 fn replica_failure(e: &sqlx::Error) -> Option<Failure> {
     match e {
+        sqlx::Error::PoolTimedOut => Some(Failure::Busy),
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => Some(Failure::Unreachable),
         sqlx::Error::Database(db) => {
@@ -479,9 +563,14 @@ fn replica_failure(e: &sqlx::Error) -> Option<Failure> {
             let code = code.as_deref().unwrap_or_default();
             if code == "40001" {
                 Some(Failure::RecoveryConflict)
-            } else if code.starts_with("08") || code.starts_with("57P") || code == "53300" {
+            } else if code.starts_with("08")
+                || code.starts_with("57P")
+                || ["53300", "42P01", "42501", "3D000"].contains(&code)
+            {
                 // Connection exceptions, operator intervention (shutdown, "the
-                // database system is starting up") and too many connections.
+                // database system is starting up"), too many connections, and a
+                // replica that is the wrong database (no such table or database,
+                // no permission).
                 Some(Failure::Unreachable)
             } else {
                 None
@@ -489,4 +578,21 @@ fn replica_failure(e: &sqlx::Error) -> Option<Failure> {
         }
         _ => None,
     }
+}
+
+/// The server's `pg_control_system()` system identifier, or `None` when it
+/// cannot be read (not granted, unreachable). Streaming replicas share their
+/// primary's.
+async fn system_identifier(session: Session, pool: &PgPool) -> Option<String> {
+    let persistent = session.persistent();
+    let query = session.run(pool, |mut conn| async move {
+        let id = sqlx::query_scalar::<_, String>(
+            "SELECT system_identifier::text FROM pg_control_system()",
+        )
+        .persistent(persistent)
+        .fetch_one(&mut *conn)
+        .await;
+        (conn, id)
+    });
+    tokio::time::timeout(CHECK_TIMEOUT, query).await.ok()?.ok()
 }
