@@ -1,4 +1,6 @@
 //! Shared helpers for the benchmarks: the closed-loop load generator the load
-//! harness (`cargo run --release -p benches --bin load`) drives the gateway with.
+//! harness (`cargo run --release -p benches --bin load`) drives the gateway with,
+//! and the pieces of the engine database benchmark (`--bin engine_db`).
 
+pub mod engine_db;
 pub mod load;

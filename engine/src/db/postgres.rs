@@ -4,6 +4,14 @@
 //! ZONE 'UTC'` so they match SQLite's. `SUM(bigint)` yields an exact `NUMERIC`,
 //! which summaries read as text and parse into `i128`, so totals never overflow.
 //!
+//! Summaries read the whole UTC days of their range from `revenue_daily` (one row
+//! per day, currency and product with exact `NUMERIC` totals) and only the partial
+//! days at the range's edges from `revenue_events` (see [`summary_plan`]). The
+//! rollup is kept exact by statement-level triggers on `revenue_events` (migration
+//! `20261203000200_revenue_daily.sql`), in the transaction of every write, batch or
+//! single, and also of SQL run by hand. Concurrent writers of the same day,
+//! currency and product serialise on that rollup row until they commit.
+//!
 //! Writes, transactions and reads that must see the latest commit use the
 //! primary's pool; every other read goes through [`ReplicaSet::read`], which picks
 //! a replica or the primary (see [`super::replicas`]).
@@ -12,7 +20,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::{Postgres, QueryBuilder, Row};
@@ -481,28 +489,125 @@ fn exact_sum(r: &PgRow, name: &str) -> Result<i128, sqlx::Error> {
     })
 }
 
+/// A time range `[start, end)`, either end open.
+type Range = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// How [`PgDb::summary`] reads `[from, to)`: the whole UTC days `[days.0, days.1)`
+/// (either end `None`: unbounded) from `revenue_daily`, and the partial days at the
+/// edges (`events`, each `[start, end)`) from `revenue_events`. The pieces do not
+/// overlap and together cover exactly `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SummaryPlan {
+    /// The whole days read from the rollup, if any.
+    days: Option<(Option<NaiveDate>, Option<NaiveDate>)>,
+    /// The ranges read from the events (at most two; bounds as given).
+    events: Vec<Range>,
+}
+
+/// Splits `[from, to)` into whole UTC days and edge pieces (see [`SummaryPlan`]).
+fn summary_plan(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> SummaryPlan {
+    let midnight = |d: NaiveDate| d.and_time(NaiveTime::MIN).and_utc();
+    // The first whole day at or after `from`, and the day `to` falls in (a day
+    // before it is whole). `None` in `Some(None)`: past chrono's last day.
+    let first_day = from.map(|f| {
+        if f.time() == NaiveTime::MIN {
+            Some(f.date_naive())
+        } else {
+            f.date_naive().succ_opt()
+        }
+    });
+    let end_day = to.map(|t| t.date_naive());
+    let whole_days = match (first_day, end_day) {
+        (Some(None), _) => None,
+        (Some(Some(d0)), Some(d1)) if d0 >= d1 => None,
+        (d0, d1) => Some((d0.flatten(), d1)),
+    };
+    let Some((d0, d1)) = whole_days else {
+        return SummaryPlan {
+            days: None,
+            events: vec![(from, to)],
+        };
+    };
+    let mut events = Vec::new();
+    if let (Some(f), Some(d0)) = (from, d0) {
+        if midnight(d0) != f {
+            events.push((Some(f), Some(midnight(d0))));
+        }
+    }
+    if let (Some(t), Some(d1)) = (to, d1) {
+        if midnight(d1) != t {
+            events.push((Some(midnight(d1)), Some(t)));
+        }
+    }
+    SummaryPlan {
+        days: Some((d0, d1)),
+        events,
+    }
+}
+
 /// The `SELECT` of [`PgDb::summary`]: one row per bucket, currency (and product
-/// with `group_by=product`), in that order.
+/// with `group_by=product`), in that order. Totals of the whole days come from
+/// `revenue_daily`, those of partial days from `revenue_events`, added up per
+/// bucket; the same rows and values as aggregating every event of the range.
 fn summary_query(q: &SummaryQuery) -> QueryBuilder<'_, Postgres> {
-    let format = match q.interval {
-        Interval::Day => "YYYY-MM-DD",
-        Interval::Month => "YYYY-MM",
+    // Totals are added up per day or month (a cheap key), then the few result
+    // rows are formatted.
+    let (key, format) = match q.interval {
+        Interval::Day => ("day::timestamp", "YYYY-MM-DD"),
+        Interval::Month => ("date_trunc('month', day::timestamp)", "YYYY-MM"),
     };
     let by_product = q.group_by == Some(GroupBy::Product);
-    let product = if by_product { "product, " } else { "" };
-    let mut qb = QueryBuilder::<Postgres>::new(format!(
-        "SELECT to_char(occurred_at AT TIME ZONE 'UTC', '{format}') AS bucket, currency, \
-         {product}{SUM_COLUMNS}, COUNT(*) AS count FROM revenue_events WHERE TRUE"
-    ));
-    if let Some(v) = q.currency {
-        qb.push(" AND currency = ").push_bind(v);
-    }
-    push_range(&mut qb, q.from, q.to);
-    if by_product {
-        qb.push(" GROUP BY 1, 2, 3 ORDER BY bucket, currency, product");
+    let (product, group, order) = if by_product {
+        (
+            "product, ",
+            "GROUP BY 1, 2, 3",
+            "ORDER BY bucket, currency, product",
+        )
     } else {
-        qb.push(" GROUP BY 1, 2 ORDER BY bucket, currency");
+        ("", "GROUP BY 1, 2", "ORDER BY bucket, currency")
+    };
+    let plan = summary_plan(q.from, q.to);
+    let mut qb = QueryBuilder::<Postgres>::new(format!(
+        "SELECT to_char(k, '{format}') AS bucket, currency, {product}\
+         CAST(gross AS TEXT) AS gross, CAST(refunds AS TEXT) AS refunds, count \
+         FROM (SELECT {key} AS k, currency, {product}SUM(gross) AS gross, \
+         SUM(refunds) AS refunds, CAST(SUM(count) AS BIGINT) AS count FROM ("
+    ));
+    let mut first = true;
+    let mut union = |qb: &mut QueryBuilder<'_, Postgres>| {
+        if !std::mem::take(&mut first) {
+            qb.push(" UNION ALL ");
+        }
+    };
+    if let Some((d0, d1)) = plan.days {
+        union(&mut qb);
+        qb.push(
+            "SELECT day, currency, product, gross, refunds, count FROM revenue_daily WHERE TRUE",
+        );
+        if let Some(v) = q.currency {
+            qb.push(" AND currency = ").push_bind(v);
+        }
+        if let Some(d0) = d0 {
+            qb.push(" AND day >= ").push_bind(d0);
+        }
+        if let Some(d1) = d1 {
+            qb.push(" AND day < ").push_bind(d1);
+        }
     }
+    for (from, to) in plan.events {
+        union(&mut qb);
+        qb.push(
+            "SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, currency, product, \
+             CAST(CASE WHEN kind = 'charge' THEN amount ELSE 0 END AS NUMERIC) AS gross, \
+             CAST(CASE WHEN kind = 'refund' THEN amount ELSE 0 END AS NUMERIC) AS refunds, \
+             CAST(1 AS BIGINT) AS count FROM revenue_events WHERE TRUE",
+        );
+        if let Some(v) = q.currency {
+            qb.push(" AND currency = ").push_bind(v);
+        }
+        push_range(&mut qb, from, to);
+    }
+    qb.push(format!(") pieces {group}) totals {order}"));
     qb
 }
 
@@ -583,4 +688,82 @@ fn event_from_row(r: &PgRow) -> Result<Event, sqlx::Error> {
         created_at: r.try_get("created_at")?,
         metadata: parse_metadata(r.try_get("metadata")?)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn summary_plan_splits_whole_days_from_partial_edges() {
+        let plan = summary_plan(
+            Some(at("2026-11-01T00:00:00Z")),
+            Some(at("2026-12-01T00:00:00Z")),
+        );
+        assert_eq!(
+            plan.days,
+            Some((Some(day("2026-11-01")), Some(day("2026-12-01"))))
+        );
+        assert!(plan.events.is_empty());
+
+        let (from, to) = (at("2026-11-01T12:00:00Z"), at("2026-12-01T06:30:00Z"));
+        let plan = summary_plan(Some(from), Some(to));
+        assert_eq!(
+            plan.days,
+            Some((Some(day("2026-11-02")), Some(day("2026-12-01"))))
+        );
+        assert_eq!(
+            plan.events,
+            vec![
+                (Some(from), Some(at("2026-11-02T00:00:00Z"))),
+                (Some(at("2026-12-01T00:00:00Z")), Some(to)),
+            ]
+        );
+
+        let plan = summary_plan(None, None);
+        assert_eq!(plan.days, Some((None, None)));
+        assert!(plan.events.is_empty());
+
+        let plan = summary_plan(None, Some(to));
+        assert_eq!(plan.days, Some((None, Some(day("2026-12-01")))));
+        assert_eq!(
+            plan.events,
+            vec![(Some(at("2026-12-01T00:00:00Z")), Some(to))]
+        );
+
+        let plan = summary_plan(Some(from), None);
+        assert_eq!(plan.days, Some((Some(day("2026-11-02")), None)));
+        assert_eq!(
+            plan.events,
+            vec![(Some(from), Some(at("2026-11-02T00:00:00Z")))]
+        );
+    }
+
+    #[test]
+    fn summary_plan_reads_ranges_without_a_whole_day_from_the_events() {
+        for (from, to) in [
+            ("2026-11-01T10:00:00Z", "2026-11-01T15:00:00Z"),
+            ("2026-11-01T10:00:00Z", "2026-11-02T00:00:00Z"),
+            ("2026-11-01T10:00:00Z", "2026-11-02T09:00:00Z"),
+            ("2026-11-03T00:00:00Z", "2026-11-01T00:00:00Z"),
+            ("2026-11-01T00:00:00Z", "2026-11-01T00:00:00Z"),
+        ] {
+            let (from, to) = (Some(at(from)), Some(at(to)));
+            let plan = summary_plan(from, to);
+            assert_eq!(plan.days, None);
+            assert_eq!(plan.events, vec![(from, to)]);
+        }
+        let last = NaiveDate::MAX.and_hms_opt(12, 0, 0).unwrap().and_utc();
+        let plan = summary_plan(Some(last), None);
+        assert_eq!(plan.days, None);
+        assert_eq!(plan.events, vec![(Some(last), None)]);
+    }
 }
