@@ -386,18 +386,11 @@ impl PgCluster {
             fi
             rm -rf "$3"
         "#;
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("pg-reaper")
-            .arg(std::process::id().to_string())
-            .arg(&self.data_dir)
-            .arg(&self.root_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot spawn the reaper shell")
+        spawn_reaper(
+            "pg-reaper",
+            script,
+            &[self.data_dir.as_os_str(), self.root_path.as_os_str()],
+        )
     }
 
     /// Creates a fresh database named after `prefix` (made unique) and returns its
@@ -472,6 +465,27 @@ impl PgCluster {
             let _ = root.close();
         }
     }
+}
+
+/// Starts `sh -c script` in the background as `name`, with this test process's
+/// pid as `$1` and `args` as `$2`…: a reaper that waits for the test process to
+/// exit, then cleans up after a server it started (statics are never dropped).
+pub(crate) fn spawn_reaper(
+    name: &str,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> anyhow::Result<Child> {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(name)
+        .arg(std::process::id().to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot spawn the reaper shell")
 }
 
 /// Kills and waits for `process`, if any (errors ignored: it may be gone).

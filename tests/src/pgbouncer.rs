@@ -249,18 +249,12 @@ stats_period = 1
             kill -KILL "$2" 2>/dev/null
             rm -rf "$3"
         "#;
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("pgbouncer-reaper")
-            .arg(std::process::id().to_string())
-            .arg(pid.to_string())
-            .arg(&self.root_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot spawn the reaper shell")
+        let pid = pid.to_string();
+        crate::pg::spawn_reaper(
+            "pgbouncer-reaper",
+            script,
+            &[pid.as_ref(), self.root_path.as_os_str()],
+        )
     }
 
     /// URL of database `db` through this PgBouncer:

@@ -140,11 +140,10 @@ impl PgDb {
     }
 
     pub(super) async fn ping(&self) -> Result<(), DbError> {
-        let persistent = self.session.persistent();
         self.session
             .run(&self.writer, |mut conn| async move {
                 let done = sqlx::query("SELECT 1")
-                    .persistent(persistent)
+                    .persistent(conn.persistent())
                     .execute(&mut *conn)
                     .await;
                 (conn, done)
@@ -157,12 +156,11 @@ impl PgDb {
     /// transaction that has committed, so a replica that has replayed it shows
     /// them all.
     pub(super) async fn write_position(&self) -> Result<Lsn, DbError> {
-        let persistent = self.session.persistent();
         let text: String = self
             .session
             .run(&self.writer, |mut conn| async move {
                 let text = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
-                    .persistent(persistent)
+                    .persistent(conn.persistent())
                     .fetch_one(&mut *conn)
                     .await;
                 (conn, text)
@@ -190,9 +188,10 @@ impl PgDb {
 
     /// Claims `key` and stores `e` in one transaction; `false` (nothing stored) if
     /// the key was already claimed, unless that claim was made before
-    /// `expired_before` (expired): then it is taken over. While another transaction holds an uncommitted
-    /// claim on the same key, the `INSERT` waits for it: if it commits, this one
-    /// conflicts; if it rolls back, this one claims the key.
+    /// `expired_before` (expired): then it is taken over. While another
+    /// transaction holds an uncommitted claim on the same key, the `INSERT` waits
+    /// for it: if it commits, this one conflicts; if it rolls back, this one
+    /// claims the key.
     pub(super) async fn insert_event_with_key(
         &self,
         e: &Event,

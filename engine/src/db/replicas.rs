@@ -152,9 +152,9 @@ pub struct ReplicaSet {
     /// The primary's WAL position at the last check that reached it: replicas
     /// are compared with it while the primary is unreachable.
     last_primary_position: Mutex<Option<Lsn>>,
-    /// The primary's system identifier, once read (needs `pg_control_system()`,
+    /// The primary's system identifier: read once (needs `pg_control_system()`,
     /// which may not be granted: then replicas are not compared by it).
-    primary_system_id: Mutex<Option<String>>,
+    primary_system_id: Mutex<SystemId>,
     primary_reads: AtomicU64,
     fallbacks: AtomicU64,
 }
@@ -195,7 +195,7 @@ impl ReplicaSet {
             next: AtomicUsize::new(0),
             max_lag,
             last_primary_position: Mutex::new(None),
-            primary_system_id: Mutex::new(None),
+            primary_system_id: Mutex::new(SystemId::Unknown),
             primary_reads: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
         }
@@ -282,10 +282,9 @@ impl ReplicaSet {
         if self.replicas.is_empty() {
             return;
         }
-        let persistent = self.session.persistent();
         let position = self.session.run(&self.primary, |mut conn| async move {
             let text = sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text")
-                .persistent(persistent)
+                .persistent(conn.persistent())
                 .fetch_one(&mut *conn)
                 .await;
             (conn, text)
@@ -304,12 +303,11 @@ impl ReplicaSet {
             }
             *last
         };
-        if self.system_id().is_none() {
+        let unknown = matches!(*self.lock_system_id(), SystemId::Unknown);
+        if unknown {
+            // Stays Unknown (asked again next check) only if the primary failed.
             let id = system_identifier(self.session, &self.primary).await;
-            *self
-                .primary_system_id
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = id;
+            *self.lock_system_id() = id;
         }
         let checks = self
             .replicas
@@ -324,12 +322,18 @@ impl ReplicaSet {
         }
     }
 
-    /// The primary's system identifier, if it could be read.
-    fn system_id(&self) -> Option<String> {
+    fn lock_system_id(&self) -> MutexGuard<'_, SystemId> {
         self.primary_system_id
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    }
+
+    /// The primary's system identifier, if it has been read.
+    fn system_id(&self) -> Option<String> {
+        match &*self.lock_system_id() {
+            SystemId::Known(id) => Some(id.clone()),
+            SystemId::Unknown | SystemId::NotGranted => None,
+        }
     }
 
     /// One replica's check: its new state and, when not healthy, why.
@@ -337,7 +341,6 @@ impl ReplicaSet {
     /// `primary` is the primary's WAL position now, or at the last check that
     /// reached it.
     async fn check(&self, replica: &Replica, primary: Option<Lsn>) -> (ReplicaState, String) {
-        let persistent = self.session.persistent();
         let query = self
             .session
             .run(&replica.check_pool, |mut conn| async move {
@@ -348,7 +351,7 @@ impl ReplicaSet {
                         CAST(EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp())) \
                              AS DOUBLE PRECISION) AS behind_secs",
                 )
-                .persistent(persistent)
+                .persistent(conn.persistent())
                 .fetch_one(&mut *conn)
                 .await;
                 (conn, row)
@@ -395,7 +398,7 @@ impl ReplicaSet {
         }
         if let Some(primary_id) = self.system_id() {
             let id = system_identifier(self.session, &replica.check_pool).await;
-            if id.is_some_and(|id| id != primary_id) {
+            if matches!(id, SystemId::Known(id) if id != primary_id) {
                 return (
                     ReplicaState {
                         health: Health::OtherCluster,
@@ -580,19 +583,35 @@ fn replica_failure(e: &sqlx::Error) -> Option<Failure> {
     }
 }
 
-/// The server's `pg_control_system()` system identifier, or `None` when it
-/// cannot be read (not granted, unreachable). Streaming replicas share their
-/// primary's.
-async fn system_identifier(session: Session, pool: &PgPool) -> Option<String> {
-    let persistent = session.persistent();
+/// What is known of a server's `pg_control_system()` system identifier, which
+/// streaming replicas share with their primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SystemId {
+    /// Not read yet, or the server could not be asked.
+    Unknown,
+    /// The identifier.
+    Known(String),
+    /// The role may not call `pg_control_system()` (asking again is useless).
+    NotGranted,
+}
+
+/// Reads the server's system identifier (see [`SystemId`]), bounded by
+/// [`CHECK_TIMEOUT`].
+async fn system_identifier(session: Session, pool: &PgPool) -> SystemId {
     let query = session.run(pool, |mut conn| async move {
         let id = sqlx::query_scalar::<_, String>(
             "SELECT system_identifier::text FROM pg_control_system()",
         )
-        .persistent(persistent)
+        .persistent(conn.persistent())
         .fetch_one(&mut *conn)
         .await;
         (conn, id)
     });
-    tokio::time::timeout(CHECK_TIMEOUT, query).await.ok()?.ok()
+    match tokio::time::timeout(CHECK_TIMEOUT, query).await {
+        Ok(Ok(id)) => SystemId::Known(id),
+        Ok(Err(sqlx::Error::Database(e))) if e.code().as_deref() == Some("42501") => {
+            SystemId::NotGranted
+        }
+        _ => SystemId::Unknown,
+    }
 }
