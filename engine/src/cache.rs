@@ -6,13 +6,19 @@
 //!   never a replay) moves the versions `engine:v:events` and
 //!   `engine:v:customer:{customer_id}` forward (see [`Cache::invalidate_event`]):
 //!   with Postgres to the write's position in the primary's WAL (an [`Lsn`] as a
-//!   number; a version only ever grows), with SQLite by `INCR`;
+//!   number), with SQLite to the next number of the sequence `engine:v:seq`. Every
+//!   move sets a value above every version handed out before it, and a version
+//!   only ever grows;
+//! - a bulk invalidation ([`Cache::invalidate_all`], and pending invalidations of
+//!   too many customers to list) moves `engine:v:events` and
+//!   `engine:v:customers`, which every customer entry depends on too;
 //! - a summary is cached under `engine:summary:{events version}:{sha256}` and a
-//!   customer under `engine:customer:{customer version}:{sha256}`, where the hash
-//!   is of the normalised query (the validated parameters, not the raw query
-//!   string).
+//!   customer under `engine:customer:{version}:{sha256}`, where the version is the
+//!   larger of the customer's and `engine:v:customers` (so moving either one moves
+//!   it), and the hash is of the normalised query (the validated parameters, not
+//!   the raw query string).
 //!
-//! A read is one round trip (a small Lua script reads the version and then the
+//! A read is one round trip (a small Lua script reads the versions and then the
 //! value under the key of that version); a miss computes the body from the
 //! database and stores it with `SET ... EX ttl` under the version read before the
 //! computation, so a write in between leaves the entry under an old version that no
@@ -57,35 +63,54 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(200);
 pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-engine-cache");
 /// The version key bumped by every stored event (part of every summary key).
 pub const EVENTS_VERSION_KEY: &str = "engine:v:events";
+/// The version key every customer entry depends on besides its own: moved by
+/// bulk invalidations, which cannot list the customers.
+pub const CUSTOMERS_VERSION_KEY: &str = "engine:v:customers";
+/// The sequence SQLite's versions are taken from (no WAL position there).
+const SEQUENCE_KEY: &str = "engine:v:seq";
 
-/// Reads the version (0 when absent) and the value stored under that version in
-/// one round trip. `KEYS[1]` is the version key, `ARGV[1]` the value key's prefix,
-/// `ARGV[2]` the query hash. Returns `{version, value or false}`.
+/// Reads the version (the largest of the version keys in `KEYS`, 0 when all are
+/// absent) and the value stored under that version in one round trip. `ARGV[1]`
+/// is the value key's prefix, `ARGV[2]` the query hash. Returns `{version, value
+/// or false}`, the version as stored (no float formatting).
 const LOOKUP_SCRIPT: &str = r"
-local v = redis.call('GET', KEYS[1]) or '0'
+local v, n = '0', 0
+for _, key in ipairs(KEYS) do
+  local s = redis.call('GET', key)
+  local x = tonumber(s or '')
+  if x and x > n then v, n = s, x end
+end
 local value = redis.call('GET', ARGV[1] .. ':' .. v .. ':' .. ARGV[2])
 return {v, value}
 ";
 
 /// Moves every version key in `KEYS` forward after a write. `ARGV[1]` is the
 /// write's WAL position as a number: a key below it is set to it (concurrent
-/// writes leave the highest). An empty `ARGV[1]` (no position: SQLite) `INCR`s.
+/// writes leave the highest). An empty `ARGV[1]` (no position: SQLite) takes the
+/// next number of the sequence `ARGV[2]`, above every key it moves, and sets
+/// every key to it; so any move of any key gives a number no version had before.
 const BUMP_SCRIPT: &str = r"
-for _, key in ipairs(KEYS) do
-  if ARGV[1] == '' then
-    redis.call('INCR', key)
-  else
+local target = ARGV[1]
+if target == '' then
+  local n = tonumber(redis.call('GET', ARGV[2]) or '0') or 0
+  for _, key in ipairs(KEYS) do
     local current = tonumber(redis.call('GET', key) or '0') or 0
-    if tonumber(ARGV[1]) > current then
-      redis.call('SET', key, ARGV[1])
-    end
+    if current > n then n = current end
+  end
+  target = string.format('%d', n + 1)
+  redis.call('SET', ARGV[2], target)
+end
+for _, key in ipairs(KEYS) do
+  local current = tonumber(redis.call('GET', key) or '0') or 0
+  if tonumber(target) > current then
+    redis.call('SET', key, target)
   end
 end
 return 0
 ";
 
-/// Most customers a pending invalidation lists one by one; past that, every
-/// customer version key is moved (found with `SCAN`).
+/// Most customers a pending invalidation lists one by one; past that,
+/// [`CUSTOMERS_VERSION_KEY`] is moved instead.
 const MAX_PENDING_CUSTOMERS: usize = 10_000;
 /// Most version keys moved by one script call.
 const KEYS_PER_BUMP: usize = 500;
@@ -95,11 +120,11 @@ pub fn customer_version_key(customer_id: &str) -> String {
     format!("engine:v:customer:{customer_id}")
 }
 
-/// Which cache entry a read endpoint wants: its version key, its key prefix and
-/// the hash of its normalised query.
+/// Which cache entry a read endpoint wants: its version keys (the entry's
+/// version is the largest), its key prefix and the hash of its normalised query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
-    version_key: String,
+    version_keys: Vec<String>,
     prefix: &'static str,
     hash: String,
 }
@@ -117,17 +142,21 @@ impl CacheKey {
             "group_by": query.group_by,
         });
         Self {
-            version_key: EVENTS_VERSION_KEY.to_owned(),
+            version_keys: vec![EVENTS_VERSION_KEY.to_owned()],
             prefix: "engine:summary",
             hash: sha256_hex(normalised.to_string().as_bytes()),
         }
     }
 
     /// The entry of one customer's totals. Runs once per `GET /customers/{id}`;
-    /// returns a key versioned by that customer's writes only.
+    /// returns a key versioned by that customer's writes and bulk invalidations
+    /// only.
     pub fn customer(customer_id: &str) -> Self {
         Self {
-            version_key: customer_version_key(customer_id),
+            version_keys: vec![
+                customer_version_key(customer_id),
+                CUSTOMERS_VERSION_KEY.to_owned(),
+            ],
             prefix: "engine:customer",
             hash: sha256_hex(customer_id.as_bytes()),
         }
@@ -310,7 +339,10 @@ impl Cache {
         }
         let lookup = link
             .run(|mut conn| {
-                let mut invocation = link.lookup.key(&key.version_key);
+                let mut invocation = link.lookup.prepare_invoke();
+                for version_key in &key.version_keys {
+                    invocation.key(version_key);
+                }
                 invocation.arg(key.prefix).arg(&key.hash);
                 async move {
                     invocation
@@ -329,7 +361,7 @@ impl Cache {
         };
         let Some(position) = version.parse::<u64>().ok().map(Lsn::from_u64) else {
             tracing::warn!(
-                key = key.version_key,
+                keys = ?key.version_keys,
                 "read cache version is not a number; bypassing"
             );
             return bypass(compute).await;
@@ -387,7 +419,10 @@ impl Cache {
         let result = link
             .run(|mut conn| {
                 let mut invocation = link.bump.key(EVENTS_VERSION_KEY);
-                invocation.key(&customer_key).arg(&position_arg);
+                invocation
+                    .key(&customer_key)
+                    .arg(&position_arg)
+                    .arg(SEQUENCE_KEY);
                 async move { invocation.invoke_async::<()>(&mut conn).await }
             })
             .await;
@@ -399,6 +434,21 @@ impl Cache {
                  reads bypass the cache until the invalidation is applied"
             );
         }
+    }
+
+    /// Invalidates every cached answer: moves the events version and every
+    /// customer version forward, to `position` (Postgres) or by one (SQLite).
+    ///
+    /// Runs after a bulk load that bypassed the write path (`engine seed`).
+    /// Returns an error (without credentials) if Redis could not be reached or
+    /// did not finish in time; nothing is invalidated then, and cached answers
+    /// stay until their TTL. A disabled cache returns `Ok`.
+    pub async fn invalidate_all(&self, position: Option<Lsn>) -> Result<(), String> {
+        let Some(link) = &self.link else {
+            return Ok(());
+        };
+        link.add_pending_all(position);
+        link.apply_pending().await
     }
 
     /// The cache metrics in the Prometheus text format (version 0.0.4).
@@ -477,6 +527,19 @@ impl Link {
         self.has_pending.store(true, Ordering::Release);
     }
 
+    /// Records an invalidation of every entry (all customers) to be applied.
+    fn add_pending_all(&self, position: Option<Lsn>) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending.any = true;
+        pending.position = pending.position.max(position);
+        pending.customers = HashSet::new();
+        pending.all_customers = true;
+        self.has_pending.store(true, Ordering::Release);
+    }
+
     /// The shared connection, or (starting the reconnect loop) an error while the
     /// link is down.
     fn connection(self: &Arc<Self>) -> Result<MultiplexedConnection, String> {
@@ -515,23 +578,7 @@ impl Link {
         let work = async {
             let mut keys = vec![EVENTS_VERSION_KEY.to_owned()];
             if taken.all_customers {
-                let pattern = format!("{}*", customer_version_key(""));
-                let mut cursor = 0_u64;
-                loop {
-                    let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn)
-                        .await?;
-                    keys.extend(found);
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
+                keys.push(CUSTOMERS_VERSION_KEY.to_owned());
             } else {
                 keys.extend(taken.customers.iter().map(|c| customer_version_key(c)));
             }
@@ -543,7 +590,7 @@ impl Link {
                 for key in chunk {
                     invocation.key(key);
                 }
-                invocation.arg(&position);
+                invocation.arg(&position).arg(SEQUENCE_KEY);
                 invocation.invoke_async::<()>(&mut conn).await?;
             }
             Ok::<_, redis::RedisError>(())
@@ -702,14 +749,17 @@ mod tests {
         let mut grouped = query(None);
         grouped.group_by = Some(GroupBy::Product);
         assert_ne!(a, CacheKey::summary(&grouped));
-        assert_eq!(a.version_key, EVENTS_VERSION_KEY);
+        assert_eq!(a.version_keys, [EVENTS_VERSION_KEY]);
         assert!(a.entry_key("7").starts_with("engine:summary:7:"));
     }
 
     #[test]
-    fn customer_keys_use_the_customer_version() {
+    fn customer_keys_use_the_customer_and_the_bulk_versions() {
         let k = CacheKey::customer("cus_1");
-        assert_eq!(k.version_key, "engine:v:customer:cus_1");
+        assert_eq!(
+            k.version_keys,
+            ["engine:v:customer:cus_1", CUSTOMERS_VERSION_KEY]
+        );
         assert_ne!(k, CacheKey::customer("cus_2"));
     }
 

@@ -98,6 +98,9 @@ fn run_seed(config: &Config, opts: crate::seed::SeedOptions) -> ExitCode {
             eprintln!("engine: {n} / {} events stored", opts.events);
         })
         .await;
+        if report.is_ok() {
+            invalidate_cache(config, &db).await;
+        }
         db.close().await;
         report
     });
@@ -110,6 +113,36 @@ fn run_seed(config: &Config, opts: crate::seed::SeedOptions) -> ExitCode {
             eprintln!("engine: seed failed: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// After `engine seed` stored its events: when a read cache is configured, moves
+/// every cache version past them, so running engines stop answering summaries
+/// and customers cached before the seed. Only warns (on stderr) when Redis cannot
+/// be reached: the events are stored either way, and cached answers then expire
+/// with their TTL.
+async fn invalidate_cache(config: &Config, db: &crate::db::Db) {
+    let Some(url) = &config.redis_url else {
+        return;
+    };
+    let result = async {
+        let position = db
+            .write_position()
+            .await
+            .map_err(|e| format!("cannot read the write position: {e}"))?;
+        let cache = crate::cache::Cache::connect(url, config.summary_ttl_secs)
+            .await
+            .map_err(|e| e.to_string())?;
+        cache.invalidate_all(position).await
+    }
+    .await;
+    match result {
+        Ok(()) => eprintln!("engine: read cache invalidated"),
+        Err(e) => eprintln!(
+            "engine: warning: the read cache could not be invalidated ({e}); \
+             cached answers may be stale for up to {}s",
+            config.summary_ttl_secs
+        ),
     }
 }
 

@@ -126,24 +126,37 @@ impl Config {
     ///
     /// Runs once at start-up, before anything is opened or bound. Returns an error
     /// naming the file and the key if the file cannot be read or is invalid.
-    /// Also errors when replicas are set for a SQLite primary.
+    /// Also errors when replicas, PgBouncer mode or a migrations URL are set for
+    /// a SQLite primary.
     pub fn resolve(args: &Args) -> anyhow::Result<Self> {
         let file = match &args.config {
             Some(path) => config_file::load(path)?,
             None => FileConfig::default(),
         };
         let config = Self::merge(file, args);
-        if !config.replica_urls.is_empty() && config.database_url.starts_with("sqlite:") {
-            anyhow::bail!(
-                "database.replicas: read replicas need a postgres:// primary \
-                 (database.primary is SQLite)"
-            );
-        }
         let is_postgres = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
-        if config.db_pgbouncer
-            && is_postgres(&config.database_url)
-            && config.db_migrations_url.is_none()
-        {
+        if !is_postgres(&config.database_url) {
+            // Settings that only mean something for Postgres are refused rather
+            // than silently ignored on SQLite.
+            let postgres_only = [
+                (
+                    !config.replica_urls.is_empty(),
+                    "database.replicas: read replicas need",
+                ),
+                (
+                    config.db_pgbouncer,
+                    "database.pgbouncer: PgBouncer mode needs",
+                ),
+                (
+                    config.db_migrations_url.is_some(),
+                    "database.migrations_url: a migrations URL needs",
+                ),
+            ];
+            if let Some((_, what)) = postgres_only.iter().find(|(set, _)| *set) {
+                anyhow::bail!("{what} a postgres:// primary (database.primary is SQLite)");
+            }
+        }
+        if config.db_pgbouncer && config.db_migrations_url.is_none() {
             anyhow::bail!(
                 "database.migrations_url: required with database.pgbouncer: true \
                  (migrations need a direct or session-mode connection to the primary)"
@@ -156,11 +169,7 @@ impl Config {
         {
             anyhow::bail!("database.migrations_url: expected a URL starting with postgres://");
         }
-        if let Some(i) = config
-            .replica_urls
-            .iter()
-            .position(|u| !(u.starts_with("postgres://") || u.starts_with("postgresql://")))
-        {
+        if let Some(i) = config.replica_urls.iter().position(|u| !is_postgres(u)) {
             anyhow::bail!("database.replicas[{i}]: expected a URL starting with postgres://");
         }
         Ok(config)
@@ -398,9 +407,10 @@ pub struct Args {
 
     /// Postgres is reached through PgBouncer in transaction pooling mode: each
     /// query in its own transaction with unnamed statements; needs
-    /// --db-migrations-url [default: false].
+    /// --db-migrations-url. `--db-pgbouncer` alone means true; a value needs `=`
+    /// (`--db-pgbouncer=false`) [default: false].
     #[arg(long, env = "ENGINE_DB_PGBOUNCER", global = true, num_args = 0..=1,
-          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+          require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub db_pgbouncer: Option<bool>,
 
     /// A direct (or session-mode) URL of the primary for the migrations; required

@@ -379,6 +379,14 @@ impl EngineCtx {
         }
     }
 
+    /// The engine's database URL, e.g. for running `engine seed` on it.
+    pub fn database_url(&self) -> String {
+        match &self.db {
+            Database::Sqlite { path, .. } => sqlite_url(path),
+            Database::Postgres { url } => url.clone(),
+        }
+    }
+
     /// Runs SQL on the engine's database behind its back (with the `sqlite3` or
     /// `psql` client), e.g. to plant rows the API no longer accepts; returns what
     /// it printed (unaligned, tuples only), trimmed. Panics if the SQL fails.

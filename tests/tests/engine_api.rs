@@ -677,12 +677,20 @@ async fn health_and_routing(backend: Backend) {
     ] {
         let resp = ctx.http.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        // Probes do not depend on a consistency token.
+        assert!(resp.headers().get("vary").is_none(), "{path}");
         let body: Value = resp.json().await.unwrap();
         assert!(body["status"].is_string(), "{path}: {body}");
     }
 
-    // Unknown routes: JSON 404.
-    for path in ["/nope", "/api/v1/revenue/nope", "/api/v1/revenue"] {
+    // Unknown routes: JSON 404. The metrics are for operators: served at the root
+    // only, never under the prefix the gateway exposes to consumers.
+    for path in [
+        "/nope",
+        "/api/v1/revenue/nope",
+        "/api/v1/revenue",
+        "/api/v1/revenue/metrics",
+    ] {
         let resp = ctx.http.get(format!("{base}{path}")).send().await.unwrap();
         let status = resp.status();
         let got: (StatusCode, Value) = (status, resp.json().await.unwrap());

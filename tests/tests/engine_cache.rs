@@ -2,14 +2,15 @@
 //! `GET /customers/{id}`): misses then hits with identical bodies, versioned
 //! invalidation by writes (but not by idempotent replays or other customers'
 //! writes), bypass while Redis is down and recovery without restarting the engine,
-//! and the Prometheus counters of `GET /metrics`. Real `engine` and `redis-server`
-//! processes; SQLite (a temporary file) plus one Postgres case.
+//! `engine seed` invalidating what a running engine cached, and the Prometheus
+//! counters of `GET /metrics`. Real `engine` and `redis-server` processes; SQLite
+//! (a temporary file) plus Postgres cases.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use e2e::engine::{Backend, EngineCtx, Reply};
+use e2e::engine::{engine_binary, Backend, EngineCtx, Reply};
 use e2e::redis::RedisServer;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -402,4 +403,99 @@ async fn a_write_while_redis_hangs_leaves_no_stale_summary() {
         got.text,
         ctx.engine.log_tail(10)
     );
+}
+
+/// Runs `engine seed` on the engine's database with `redis_url` as the read
+/// cache; returns its stderr (panicking if it fails).
+fn seed_with_cache(ctx: &Ctx, events: u64, seed: u64, redis_url: &str) -> String {
+    let out = std::process::Command::new(engine_binary())
+        .args(["seed", "--events", &events.to_string(), "--seed"])
+        .arg(seed.to_string())
+        .env("DATABASE_URL", ctx.database_url())
+        .env("ENGINE_REDIS_URL", redis_url)
+        .env_remove("ENGINE_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "engine seed failed:\n{stderr}");
+    stderr
+}
+
+/// `engine seed` writes past the API, so it must invalidate what a running
+/// engine cached: summaries, and customers that had never been written through
+/// the API (no version key of their own) as well as those that had.
+async fn seeding_invalidates_cached_answers(backend: Backend) {
+    let ctx = Ctx::start(backend, "engine_cache_seed");
+    // cus_000001 is among the seeded customers (ids from cus_000000 up).
+    ctx.charged("cus_000001", 500).await;
+    let summary = "/summary?interval=month";
+    let before = ctx.fetch(summary).await;
+    assert_eq!(before.cache(), "miss");
+    assert_eq!(ctx.fetch(summary).await.cache(), "hit");
+    let written = ctx.fetch("/customers/cus_000001").await;
+    assert_eq!((written.status, written.cache()), (StatusCode::OK, "miss"));
+    assert_eq!(ctx.fetch("/customers/cus_000001").await.cache(), "hit");
+    // cus_000002 has no events yet (a 404 is never cached): the first seed gives
+    // it some, then it is cached while it has no version key of its own (the
+    // API never wrote it).
+    let stderr = seed_with_cache(&ctx, 200, 11, &format!("redis://{}/0", ctx.redis.addr()));
+    assert!(stderr.contains("read cache invalidated"), "{stderr}");
+    let unwritten = ctx.fetch("/customers/cus_000002").await;
+    assert_eq!(
+        (unwritten.status, unwritten.cache()),
+        (StatusCode::OK, "miss")
+    );
+    assert_eq!(ctx.fetch("/customers/cus_000002").await.cache(), "hit");
+    let written = ctx.fetch("/customers/cus_000001").await;
+    assert_eq!(written.cache(), "miss", "the first seed invalidated it");
+    let after_first = ctx.fetch(summary).await;
+    assert_eq!(after_first.cache(), "miss", "the first seed invalidated it");
+    assert_ne!(after_first.text, before.text);
+    assert_eq!(ctx.fetch(summary).await.cache(), "hit");
+
+    seed_with_cache(&ctx, 200, 12, &format!("redis://{}/0", ctx.redis.addr()));
+    let count = |r: &Reply| -> i64 {
+        r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["count"].as_i64().unwrap())
+            .sum()
+    };
+    let after_second = ctx.fetch(summary).await;
+    assert_eq!(after_second.cache(), "miss");
+    assert_eq!(count(&after_second), count(&after_first) + 200);
+    for customer in ["cus_000001", "cus_000002"] {
+        let got = ctx.fetch(&format!("/customers/{customer}")).await;
+        assert_eq!(got.cache(), "miss", "{customer} after the second seed");
+        let fresh = ctx
+            .api
+            .sql(&format!(
+                "SELECT count(*) FROM revenue_events WHERE customer_id = '{customer}'"
+            ))
+            .parse::<i64>()
+            .unwrap();
+        let counted: i64 = got.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["count"].as_i64().unwrap())
+            .sum();
+        assert_eq!(counted, fresh, "{customer}: {}", got.text);
+    }
+}
+
+e2e::on_both_backends!(seeding_invalidates_cached_answers);
+
+#[tokio::test]
+async fn seeding_with_redis_down_warns_and_still_stores() {
+    let mut ctx = Ctx::start_sqlite();
+    ctx.redis.stop();
+    let stderr = seed_with_cache(&ctx, 100, 3, &format!("redis://{}/0", ctx.redis.addr()));
+    assert!(
+        stderr.contains("warning: the read cache could not be invalidated"),
+        "{stderr}"
+    );
+    assert_eq!(ctx.api.sql("SELECT count(*) FROM revenue_events"), "100");
 }

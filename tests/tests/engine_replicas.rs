@@ -518,19 +518,35 @@ async fn a_standby_of_another_cluster_or_a_wrong_database_is_never_used() {
 }
 
 #[test]
-fn replicas_of_a_sqlite_primary_are_refused() {
-    let out = std::process::Command::new(e2e::engine::engine_binary())
-        .arg("check")
-        .env("DATABASE_URL", "sqlite::memory:")
-        .env("ENGINE_DB_REPLICAS", "postgres://u:hunter2@127.0.0.1:1/db")
-        .env_remove("ENGINE_CONFIG")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("database.replicas: read replicas need a postgres:// primary"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("hunter2"), "{stderr}");
+fn postgres_only_settings_on_a_sqlite_primary_are_refused() {
+    let cases: &[((&str, &str), &str)] = &[
+        (
+            ("ENGINE_DB_REPLICAS", "postgres://u:hunter2@127.0.0.1:1/db"),
+            "database.replicas: read replicas need a postgres:// primary",
+        ),
+        (
+            ("ENGINE_DB_PGBOUNCER", "true"),
+            "database.pgbouncer: PgBouncer mode needs a postgres:// primary",
+        ),
+        (
+            (
+                "ENGINE_DB_MIGRATIONS_URL",
+                "postgres://u:hunter2@127.0.0.1:1/db",
+            ),
+            "database.migrations_url: a migrations URL needs a postgres:// primary",
+        ),
+    ];
+    for ((name, value), message) in cases {
+        let out = std::process::Command::new(e2e::engine::engine_binary())
+            .arg("check")
+            .env("DATABASE_URL", "sqlite::memory:")
+            .env(name, value)
+            .env_remove("ENGINE_CONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{name}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
 }

@@ -9,7 +9,12 @@
 //! | GET | `/api/v1/revenue/events/{id}` | [`events::get_event`] |
 //! | GET | `/api/v1/revenue/summary` | [`summary::get_summary`] |
 //! | GET | `/api/v1/revenue/customers/{id}` | [`customers::get_customer`] |
-//! | GET | `/metrics`, `/api/v1/revenue/metrics` | [`metrics::metrics`] |
+//! | GET | `/metrics` | [`metrics::metrics`] |
+//!
+//! `/metrics` is served at the root only: everything under the API prefix is
+//! reachable by the gateway's consumers, and the engine's internals (cache
+//! ratios, replica states) are for operators. The data routes (not the probes)
+//! answer `Vary: Consistency-Token` on reads.
 //!
 //! Unknown paths answer 404 and known paths with the wrong method 405 (with an
 //! `Allow` header listing the route's methods), both with the JSON error body of
@@ -56,24 +61,25 @@ pub fn router(state: AppState) -> Router {
         .route("/events/{id}", get(events::get_event))
         .route("/summary", get(summary::get_summary))
         .route("/customers/{id}", get(customers::get_customer))
-        .merge(health_routes());
+        .route_layer(middleware::from_fn(vary_on_consistency_token))
+        .merge(probe_routes());
 
     Router::new()
-        .merge(health_routes())
+        .merge(probe_routes())
+        .route("/metrics", get(metrics::metrics))
         .nest(API_PREFIX, api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(vary_on_consistency_token))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
 
-fn health_routes() -> Router<AppState> {
+/// The liveness and readiness probes, served at the root and under the API prefix.
+fn probe_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
 }
 
 async fn not_found() -> AppError {
@@ -101,7 +107,7 @@ async fn log_request(req: Request, next: Next) -> Response {
     response
 }
 
-/// Adds `Vary: Consistency-Token` to every `GET`/`HEAD` answer: a read with a
+/// Adds `Vary: Consistency-Token` to every `GET`/`HEAD` answer of a data route: a read with a
 /// write's token may be answered differently (fresher) than one without, so a
 /// shared cache in front (the gateway's proxy-cache) must either key on the
 /// header or not store the answer. Runs once per request.
