@@ -16,7 +16,8 @@
 //! - `metadata`: optional JSON object (or `null`), at most 16 KiB serialized, whose
 //!   numbers are stored exactly: integers must fit in 64 bits (signed or unsigned)
 //!   and other numbers must survive a 64-bit float unchanged (`0.1` does,
-//!   `0.12345678901234567890` does not); big values belong in strings.
+//!   `0.12345678901234567890` does not); big values belong in strings. No key or
+//!   string in it may contain U+0000 (Postgres' JSONB cannot store it).
 //! - Unknown body fields and unknown or repeated query parameters are rejected.
 
 use std::collections::HashMap;
@@ -108,6 +109,13 @@ pub fn new_event(body: &RawValue) -> Result<NewEvent, AppError> {
                 return Err(AppError::invalid(
                     "metadata",
                     format!("metadata must be at most {MAX_METADATA_BYTES} bytes when serialized"),
+                ));
+            }
+            if has_nul(&m) {
+                // Postgres' JSONB cannot hold U+0000; refused on both backends.
+                return Err(AppError::invalid(
+                    "metadata",
+                    "metadata must not contain the character U+0000 (\\u0000)",
                 ));
             }
             // The parsed value has already rounded inexact numbers; look at the text.
@@ -405,6 +413,15 @@ pub fn timestamp(field: &str, s: &str) -> Result<DateTime<Utc>, AppError> {
         )
     })?;
     let utc = parsed.with_timezone(&Utc);
+    if utc.timestamp_subsec_nanos() >= 1_000_000_000 {
+        // chrono keeps a leap second (`:60`) as a nanosecond count past one
+        // second, which the databases store as the next second (Postgres) or as
+        // text that sorts apart from its instant (SQLite): refused, not skewed.
+        return Err(AppError::invalid(
+            field,
+            format!("{field} must not be a leap second (:60); use :59 or the next second"),
+        ));
+    }
     if !year_in_range(&utc) {
         return Err(AppError::invalid(
             field,
@@ -412,6 +429,21 @@ pub fn timestamp(field: &str, s: &str) -> Result<DateTime<Utc>, AppError> {
         ));
     }
     Ok(truncate_to_micros(utc))
+}
+
+/// Whether a key or string anywhere in `object` contains U+0000.
+fn has_nul(object: &Map<String, Value>) -> bool {
+    fn value_has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(value_has_nul),
+            Value::Object(m) => has_nul(m),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        }
+    }
+    object
+        .iter()
+        .any(|(k, v)| k.contains('\0') || value_has_nul(v))
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -675,6 +707,26 @@ mod tests {
     }
 
     #[test]
+    fn metadata_must_not_hold_nul() {
+        for bad in [
+            r#"{"a":"x\u0000y"}"#,
+            r#"{"a\u0000":1}"#,
+            r#"{"a":[{"b":["\u0000"]}]}"#,
+        ] {
+            let mut b = body();
+            b["metadata"] = serde_json::from_str(bad).unwrap();
+            let got = check(b);
+            assert!(
+                matches!(&got, Err(AppError::InvalidField { field, .. }) if field == "metadata"),
+                "{bad}: {got:?}"
+            );
+        }
+        let mut b = body();
+        b["metadata"] = json!({"path": "C:\\u0000"});
+        assert!(check(b).is_ok(), "a backslash followed by u0000 is fine");
+    }
+
+    #[test]
     fn metadata_numbers_must_be_exact() {
         let with_metadata = |m: &str| {
             let b = body().to_string();
@@ -732,6 +784,14 @@ mod tests {
 
     #[test]
     fn timestamps_become_utc() {
+        for leap in [
+            "2016-12-31T23:59:60Z",
+            "9999-12-31T23:59:60.5Z",
+            "2017-01-01T00:59:60+01:00",
+        ] {
+            let e = timestamp("occurred_at", leap).unwrap_err();
+            assert!(e.to_string().contains("leap second"), "{leap}: {e}");
+        }
         let ts = timestamp("from", "2026-01-07T12:00:00+01:00").unwrap();
         assert_eq!(ts.to_rfc3339(), "2026-01-07T11:00:00+00:00");
         assert!(timestamp("from", "1969-12-31T23:59:59Z").is_err());

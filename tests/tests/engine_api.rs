@@ -922,6 +922,69 @@ async fn readyz_fails_when_postgres_is_gone() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+/// A primary that answers but cannot write (a demoted primary, or
+/// `default_transaction_read_only`) is not ready, and a write meanwhile is a
+/// retryable 503, not a 500; both recover when it takes writes again.
+#[tokio::test]
+async fn a_read_only_primary_is_unavailable_not_an_internal_error() {
+    let cluster = PgCluster::start();
+    let engine = EngineProcess::start(&cluster.url());
+    let http = Client::new();
+    let ready = || async {
+        http.get(format!("{}/readyz", engine.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let charge = json!({"customer_id": "cus_ro", "product": "pro", "kind": "charge",
+                        "amount": 100, "currency": "EUR",
+                        "occurred_at": "2026-03-01T10:00:00Z"})
+    .to_string();
+    let events_url = engine.api_url("/events");
+    let post = || post_event(&http, &events_url, &charge, &[]);
+    assert_eq!(ready().await, StatusCode::OK);
+    let set_read_only = |on: &str| {
+        cluster
+            .sql(
+                "postgres",
+                &format!("ALTER SYSTEM SET default_transaction_read_only = {on}"),
+            )
+            .unwrap();
+        cluster.sql("postgres", "SELECT pg_reload_conf()").unwrap();
+    };
+    set_read_only("on");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready().await == StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "readyz stayed 200 on a read-only primary"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready().await, StatusCode::SERVICE_UNAVAILABLE);
+    let got = post().await;
+    assert_error(
+        &got.pair(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        None,
+    );
+    assert!(
+        !got.text.contains("read-only"),
+        "no internals: {}",
+        got.text
+    );
+
+    set_read_only("off");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready().await != StatusCode::OK {
+        assert!(Instant::now() < deadline, "readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(post().await.status, StatusCode::CREATED);
+}
+
 /// Microseconds in a second.
 const US: i64 = 1_000_000;
 

@@ -475,9 +475,21 @@ async fn a_standby_of_another_cluster_or_a_wrong_database_is_never_used() {
         .sql(&db, "CREATE TABLE revenue_events (id TEXT)")
         .unwrap();
     let foreign = other.start_replica().unwrap();
-    // A real replica of the primary, but the wrong database name.
+    // Another database of the primary's cluster with the schema (staging data).
+    let staging_url = primary.create_database("rw_staging");
+    let staging = staging_url.rsplit('/').next().unwrap().to_owned();
+    primary
+        .sql(&staging, "CREATE TABLE revenue_events (id TEXT)")
+        .unwrap();
+    // A real replica of the primary, but wrong database names: one without the
+    // schema, one with it.
     let replica = primary.start_replica().unwrap();
-    let replicas = format!("{},{}", foreign.url_for(&db), replica.url_for("postgres"));
+    let replicas = format!(
+        "{},{},{}",
+        foreign.url_for(&db),
+        replica.url_for("postgres"),
+        replica.url_for(&staging)
+    );
     let engine = EngineProcess::start_with(
         &url,
         &[
@@ -506,15 +518,17 @@ async fn a_standby_of_another_cluster_or_a_wrong_database_is_never_used() {
     for line in [
         "engine_db_replica_state{replica=\"replica-0\",state=\"other_cluster\"} 1",
         "engine_db_replica_state{replica=\"replica-1\",state=\"down\"} 1",
+        "engine_db_replica_state{replica=\"replica-2\",state=\"down\"} 1",
         "engine_db_reads_total{target=\"primary\"} 4",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
-    assert!(
-        engine.log().contains("no revenue_events table"),
-        "{}",
-        engine.log_tail(20)
-    );
+    for why in [
+        "no revenue_events table",
+        "not the primary's (wrong database)",
+    ] {
+        assert!(engine.log().contains(why), "{why}: {}", engine.log_tail(20));
+    }
 }
 
 #[test]

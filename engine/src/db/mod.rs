@@ -157,9 +157,13 @@ impl From<sqlx::Error> for DbError {
         let unavailable = match &e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
             // Connection exceptions, the server shutting down or starting up
-            // (e.g. a restart), too many connections: retryable, so 503.
+            // (e.g. a restart), too many connections, a statement timeout or
+            // cancellation, a read-only server (a demoted primary), a
+            // serialization failure or deadlock: retryable, so 503.
             sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                code.starts_with("08") || code.starts_with("57P") || code == "53300"
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || ["53300", "57014", "25006", "40001", "40P01"].contains(&code.as_ref())
             }),
             _ => false,
         };
@@ -247,7 +251,8 @@ impl Db {
         }
     }
 
-    /// Runs `SELECT 1` on the primary (writes need it). Used by `/readyz`.
+    /// Checks that the primary answers and takes writes (Postgres: not read-only).
+    /// Used by `/readyz`; an error means not ready.
     pub async fn ping(&self) -> Result<(), DbError> {
         match self {
             Db::Sqlite(db) => db.ping().await,

@@ -140,15 +140,22 @@ impl PgDb {
     }
 
     pub(super) async fn ping(&self) -> Result<(), DbError> {
-        self.session
+        let read_only: String = self
+            .session
             .run(&self.writer, |mut conn| async move {
-                let done = sqlx::query("SELECT 1")
+                let setting = sqlx::query_scalar("SELECT current_setting('transaction_read_only')")
                     .persistent(conn.persistent())
-                    .execute(&mut *conn)
+                    .fetch_one(&mut *conn)
                     .await;
-                (conn, done)
+                (conn, setting)
             })
             .await?;
+        if read_only == "on" {
+            // A standby or a demoted primary answers but cannot take writes.
+            return Err(DbError::Unavailable(sqlx::Error::Protocol(
+                "the primary is read-only (a standby, or default_transaction_read_only)".into(),
+            )));
+        }
         Ok(())
     }
 

@@ -9,7 +9,8 @@
 //! A background task checks every replica each `check_interval`, over a
 //! connection of its own (so a busy replica is not taken for a dead one):
 //! - unreachable, or the check fails or takes longer than [`CHECK_TIMEOUT`], or the
-//!   database has no `revenue_events` table (a wrong database name): down;
+//!   database has no `revenue_events` table or another name than the primary's
+//!   (a wrong database name): down;
 //! - not in recovery (promoted, or not a standby at all): not used, since its data
 //!   may have diverged from the primary's;
 //! - a standby of another cluster (its `pg_control_system()` identifier differs
@@ -152,6 +153,10 @@ pub struct ReplicaSet {
     /// The primary's WAL position at the last check that reached it: replicas
     /// are compared with it while the primary is unreachable.
     last_primary_position: Mutex<Option<Lsn>>,
+    /// The name of the primary's database, as the server calls it (through
+    /// PgBouncer too): a replica URL naming another database of the same
+    /// cluster is not used. `None` until the primary has answered a check.
+    primary_database: Mutex<Option<String>>,
     /// The primary's system identifier: read once (needs `pg_control_system()`,
     /// which may not be granted: then replicas are not compared by it).
     primary_system_id: Mutex<SystemId>,
@@ -195,6 +200,7 @@ impl ReplicaSet {
             next: AtomicUsize::new(0),
             max_lag,
             last_primary_position: Mutex::new(None),
+            primary_database: Mutex::new(None),
             primary_system_id: Mutex::new(SystemId::Unknown),
             primary_reads: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
@@ -283,14 +289,22 @@ impl ReplicaSet {
             return;
         }
         let position = self.session.run(&self.primary, |mut conn| async move {
-            let text = sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text")
-                .persistent(conn.persistent())
-                .fetch_one(&mut *conn)
-                .await;
-            (conn, text)
+            let row = sqlx::query_as::<_, (String, String)>(
+                "SELECT pg_current_wal_lsn()::text, current_database()::text",
+            )
+            .persistent(conn.persistent())
+            .fetch_one(&mut *conn)
+            .await;
+            (conn, row)
         });
         let primary_position = match tokio::time::timeout(CHECK_TIMEOUT, position).await {
-            Ok(Ok(text)) => Lsn::parse(&text),
+            Ok(Ok((text, database))) => {
+                *self
+                    .primary_database
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(database);
+                Lsn::parse(&text)
+            }
             _ => None,
         };
         let primary_position = {
@@ -348,6 +362,7 @@ impl ReplicaSet {
                     "SELECT pg_is_in_recovery() AS in_recovery, \
                         pg_last_wal_replay_lsn()::text AS replayed, \
                         to_regclass('revenue_events') IS NOT NULL AS has_schema, \
+                        current_database()::text AS database, \
                         CAST(EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp())) \
                              AS DOUBLE PRECISION) AS behind_secs",
                 )
@@ -376,10 +391,11 @@ impl ReplicaSet {
                 row.try_get::<bool, _>("in_recovery")?,
                 row.try_get::<Option<String>, _>("replayed")?,
                 row.try_get::<bool, _>("has_schema")?,
+                row.try_get::<String, _>("database")?,
                 row.try_get::<Option<f64>, _>("behind_secs")?,
             ))
         };
-        let (in_recovery, replayed, has_schema, behind_secs) = match read() {
+        let (in_recovery, replayed, has_schema, database, behind_secs) = match read() {
             Ok(values) => values,
             Err(e) => return down(format!("unexpected health check answer: {e}")),
         };
@@ -395,6 +411,16 @@ impl ReplicaSet {
         }
         if !has_schema {
             return down("the database has no revenue_events table (wrong database?)".into());
+        }
+        let primary_database = self
+            .primary_database
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if primary_database.is_some_and(|primary| primary != database) {
+            return down(format!(
+                "the replica URL names database {database:?}, not the primary's (wrong database)"
+            ));
         }
         if let Some(primary_id) = self.system_id() {
             let id = system_identifier(self.session, &replica.check_pool).await;
@@ -544,8 +570,8 @@ enum Failure {
     /// The replica is unreachable, shutting down or refusing connections, or
     /// not what it should be (no such table, no permission: a wrong database).
     Unreachable,
-    /// Its pool had no free connection in time: retried on the primary, the
-    /// replica stays in use.
+    /// Its pool had no free connection in time, or the query hit a statement
+    /// timeout: retried on the primary, the replica stays in use.
     Busy,
     /// The query was cancelled because of a conflict with WAL replay.
     RecoveryConflict,
@@ -556,6 +582,8 @@ enum Failure {
 fn replica_failure(e: &sqlx::Error) -> Option<Failure> {
     match e {
         sqlx::Error::PoolTimedOut => Some(Failure::Busy),
+        // A statement timeout (or cancellation) on the replica: it is alive.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => Some(Failure::Busy),
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
