@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config_file::{self, FileConfig};
+use crate::url_check::{self, is_postgres};
 
 /// The default database: a SQLite file under `data/` relative to the working
 /// directory, created (with its directory) on first start.
@@ -127,14 +128,15 @@ impl Config {
     /// Runs once at start-up, before anything is opened or bound. Returns an error
     /// naming the file and the key if the file cannot be read or is invalid.
     /// Also errors when replicas, PgBouncer mode or a migrations URL are set for
-    /// a SQLite primary.
+    /// a SQLite primary, and for a database or Redis URL that cannot be used
+    /// (see [`url_check`]).
     pub fn resolve(args: &Args) -> anyhow::Result<Self> {
         let file = match &args.config {
             Some(path) => config_file::load(path)?,
             None => FileConfig::default(),
         };
         let config = Self::merge(file, args);
-        let is_postgres = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+        url_check::check_database_url("database.primary", &config.database_url)?;
         if !is_postgres(&config.database_url) {
             // Settings that only mean something for Postgres are refused rather
             // than silently ignored on SQLite.
@@ -162,15 +164,14 @@ impl Config {
                  (migrations need a direct or session-mode connection to the primary)"
             );
         }
-        if config
-            .db_migrations_url
-            .as_deref()
-            .is_some_and(|u| !is_postgres(u))
-        {
-            anyhow::bail!("database.migrations_url: expected a URL starting with postgres://");
+        if let Some(url) = &config.db_migrations_url {
+            url_check::check_postgres_url("database.migrations_url", url)?;
         }
-        if let Some(i) = config.replica_urls.iter().position(|u| !is_postgres(u)) {
-            anyhow::bail!("database.replicas[{i}]: expected a URL starting with postgres://");
+        for (i, url) in config.replica_urls.iter().enumerate() {
+            url_check::check_postgres_url(&format!("database.replicas[{i}]"), url)?;
+        }
+        if let Some(url) = &config.redis_url {
+            url_check::check_redis_url(url)?;
         }
         Ok(config)
     }
@@ -284,7 +285,8 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// `url` with any password replaced by `***`, in the user part
-/// (`scheme://user:***@host/...`) and in a `password=` query parameter, for
+/// (`scheme://user:***@host/...`) and in every query parameter whose name
+/// contains `pass` (`password=`, `sslpassword=`, any case), for
 /// logs and `engine check`. URLs without a password are returned unchanged.
 pub fn redact_url(url: &str) -> String {
     let url = redact_userinfo(url);
@@ -294,7 +296,9 @@ pub fn redact_url(url: &str) -> String {
     let query: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+            Some((name, _)) if name.to_ascii_lowercase().contains("pass") => {
+                format!("{name}=***")
+            }
             _ => pair.to_owned(),
         })
         .collect();
@@ -529,6 +533,10 @@ mod tests {
         assert_eq!(
             redact_url("postgres://revenue@db/x?sslmode=require&password=s3cret"),
             "postgres://revenue@db/x?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://revenue@db/x?sslpassword=k&PassWord=s"),
+            "postgres://revenue@db/x?sslpassword=***&PassWord=***"
         );
         assert_eq!(
             redact_url("sqlite://data/engine.sqlite?mode=rwc"),

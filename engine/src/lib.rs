@@ -9,6 +9,7 @@
 //! - [`config`]: command line and environment options, and the resolved settings.
 //! - [`config_file`]: the optional YAML config file.
 //! - [`state`]: the shared state handed to every request handler.
+//! - [`url_check`]: start-up checks of the database and Redis URLs.
 //! - [`error`]: [`AppError`], the one place errors become HTTP responses.
 //! - [`cache`]: the optional Redis cache-aside of the read endpoints, and metrics.
 //! - [`db`]: connection pools for SQLite or Postgres (primary and read replicas),
@@ -35,6 +36,7 @@ pub mod routes;
 pub mod seed;
 pub mod server;
 pub mod state;
+pub mod url_check;
 pub mod validation;
 
 use std::time::Duration;
