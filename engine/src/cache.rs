@@ -30,6 +30,15 @@
 //! with an answer older than its key says. A read carrying a consistency token
 //! past the current version (its write's invalidation failed) bypasses the cache.
 //!
+//! When the write position after a write cannot be read (the primary went away
+//! between the commit and the question), the invalidation is kept pending without
+//! a position and is applied with the primary's position at the time it is
+//! applied, which is past that write. Redis that restarted from a snapshot (or a
+//! failover to a Redis replica) brings back older versions and entries: each
+//! connection compares the server's `run_id` with the one recorded in
+//! [`SERVER_MARKER_KEY`], and on a difference invalidates every entry (at the
+//! primary's current position) before the cache is used, then records it.
+//!
 //! Redis is optional and never required for an answer: one multiplexed connection
 //! is shared, every command is bounded by [`COMMAND_TIMEOUT`], and after a failure
 //! the link is marked down, requests bypass the cache at once, and one background
@@ -52,7 +61,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use sha2::{Digest, Sha256};
 
-use crate::db::Lsn;
+use crate::db::{Db, Lsn};
 use crate::error::AppError;
 use crate::model::SummaryQuery;
 
@@ -68,6 +77,9 @@ pub const EVENTS_VERSION_KEY: &str = "engine:v:events";
 pub const CUSTOMERS_VERSION_KEY: &str = "engine:v:customers";
 /// The sequence SQLite's versions are taken from (no WAL position there).
 const SEQUENCE_KEY: &str = "engine:v:seq";
+/// The `run_id` of the Redis server whose data the versions are (see the module
+/// docs): a connection to a server with another `run_id` invalidates everything.
+pub const SERVER_MARKER_KEY: &str = "engine:v:server";
 
 /// Reads the version (the largest of the version keys in `KEYS`, 0 when all are
 /// absent) and the value stored under that version in one round trip. `ARGV[1]`
@@ -221,6 +233,11 @@ struct Pending {
     customers: HashSet<String>,
     /// Too many customers to list: move every customer version.
     all_customers: bool,
+    /// A write's position could not be read: apply at the primary's position
+    /// read at that time (which is past the write).
+    needs_position: bool,
+    /// Once applied, record this server `run_id` in [`SERVER_MARKER_KEY`].
+    server_marker: Option<String>,
 }
 
 /// The Redis side of an enabled cache.
@@ -237,6 +254,9 @@ struct Link {
     pending: Mutex<Pending>,
     /// Mirrors `pending.any`, read on every lookup without the lock.
     has_pending: AtomicBool,
+    /// Where the primary's current write position is read from, for
+    /// invalidations whose own position is not known.
+    db: Option<Db>,
 }
 
 /// The read cache: Redis-backed when configured, otherwise a pass-through that
@@ -261,14 +281,15 @@ impl Cache {
         Self::default()
     }
 
-    /// Builds the cache for `redis_url` with entries living `ttl_secs`.
+    /// Builds the cache for `redis_url` with entries living `ttl_secs`, reading
+    /// write positions from `db` when an invalidation needs one.
     ///
     /// Runs once at start-up. Tries to connect once (bounded by
     /// [`COMMAND_TIMEOUT`]); if Redis is not reachable it logs a warning and keeps
     /// reconnecting in the background, so the engine starts either way. Returns an
     /// error only for a URL that cannot be parsed (the message never contains the
     /// URL, which may hold a password).
-    pub async fn connect(redis_url: &str, ttl_secs: u64) -> anyhow::Result<Self> {
+    pub async fn connect(redis_url: &str, ttl_secs: u64, db: Db) -> anyhow::Result<Self> {
         let client = redis::Client::open(redis_url)
             .map_err(|e| anyhow::anyhow!("invalid redis URL ({})", e.category()))?;
         let info = client.get_connection_info();
@@ -283,8 +304,9 @@ impl Cache {
             bump: redis::Script::new(BUMP_SCRIPT),
             pending: Mutex::default(),
             has_pending: AtomicBool::new(false),
+            db: Some(db),
         });
-        match link.open().await {
+        match link.establish().await {
             Ok(conn) => {
                 *link.lock() = LinkState::Up(conn);
                 tracing::info!(redis = %link.describe, ttl_secs, "read cache connected to redis");
@@ -436,18 +458,35 @@ impl Cache {
         }
     }
 
+    /// Like [`Cache::invalidate_event`] for a write whose position could not be
+    /// read (Postgres): kept pending, so this engine's cached reads bypass the
+    /// cache until it has been applied at the primary's position read then.
+    ///
+    /// Runs after such a write, before its answer is sent; never fails.
+    pub fn invalidate_event_at_unknown_position(&self, customer_id: &str) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        link.add_pending(customer_id, None);
+        link.lock_pending().needs_position = true;
+    }
+
     /// Invalidates every cached answer: moves the events version and every
-    /// customer version forward, to `position` (Postgres) or by one (SQLite).
+    /// customer version forward (Postgres: to the primary's position; SQLite: to
+    /// the next number of the sequence).
+    ///
+    /// The position is the primary's current one, read when it is applied.
     ///
     /// Runs after a bulk load that bypassed the write path (`engine seed`).
-    /// Returns an error (without credentials) if Redis could not be reached or
-    /// did not finish in time; nothing is invalidated then, and cached answers
-    /// stay until their TTL. A disabled cache returns `Ok`.
-    pub async fn invalidate_all(&self, position: Option<Lsn>) -> Result<(), String> {
+    /// Returns an error (without credentials) if Redis or the database could not
+    /// be reached or did not finish in time; nothing is invalidated then, and
+    /// cached answers stay until their TTL. A disabled cache returns `Ok`.
+    pub async fn invalidate_all(&self) -> Result<(), String> {
         let Some(link) = &self.link else {
             return Ok(());
         };
-        link.add_pending_all(position);
+        link.add_pending_all(None);
+        link.lock_pending().needs_position = true;
         link.apply_pending().await
     }
 
@@ -509,12 +548,15 @@ impl Link {
         }
     }
 
+    fn lock_pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Records an invalidation that could not be applied.
     fn add_pending(&self, customer_id: &str, position: Option<Lsn>) {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending = self.lock_pending();
         pending.any = true;
         pending.position = pending.position.max(position);
         if !pending.all_customers {
@@ -529,10 +571,7 @@ impl Link {
 
     /// Records an invalidation of every entry (all customers) to be applied.
     fn add_pending_all(&self, position: Option<Lsn>) {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending = self.lock_pending();
         pending.any = true;
         pending.position = pending.position.max(position);
         pending.customers = HashSet::new();
@@ -565,17 +604,19 @@ impl Link {
     /// [`Link::apply_pending`] on a given connection. Takes the pending set out,
     /// and puts it back (merged with newer ones) if applying fails.
     async fn apply_pending_on(&self, mut conn: MultiplexedConnection) -> Result<(), String> {
-        let taken = {
-            let mut pending = self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            std::mem::take(&mut *pending)
-        };
+        let mut taken = std::mem::take(&mut *self.lock_pending());
         if !taken.any {
             return Ok(());
         }
         let work = async {
+            if taken.needs_position {
+                if let Some(db) = &self.db {
+                    let now = db.write_position().await.map_err(|e| {
+                        ApplyError::Position(format!("cannot read the write position: {e}"))
+                    })?;
+                    taken.position = taken.position.max(now);
+                }
+            }
             let mut keys = vec![EVENTS_VERSION_KEY.to_owned()];
             if taken.all_customers {
                 keys.push(CUSTOMERS_VERSION_KEY.to_owned());
@@ -593,17 +634,22 @@ impl Link {
                 invocation.arg(&position).arg(SEQUENCE_KEY);
                 invocation.invoke_async::<()>(&mut conn).await?;
             }
-            Ok::<_, redis::RedisError>(())
+            if let Some(run_id) = &taken.server_marker {
+                redis::cmd("SET")
+                    .arg(SERVER_MARKER_KEY)
+                    .arg(run_id)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+            }
+            Ok::<_, ApplyError>(())
         };
         let result = match tokio::time::timeout(COMMAND_TIMEOUT * 10, work).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(redact(&e)),
+            Ok(Err(ApplyError::Redis(e))) => Err(redact(&e)),
+            Ok(Err(ApplyError::Position(e))) => Err(e),
             Err(_) => Err("applying pending invalidations timed out".to_owned()),
         };
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending = self.lock_pending();
         match result {
             Ok(()) => {
                 if !pending.any {
@@ -615,6 +661,8 @@ impl Link {
             Err(e) => {
                 pending.any = true;
                 pending.position = pending.position.max(taken.position);
+                pending.needs_position |= taken.needs_position;
+                pending.server_marker = pending.server_marker.take().or(taken.server_marker);
                 pending.all_customers |= taken.all_customers;
                 if pending.all_customers {
                     pending.customers.clear();
@@ -624,6 +672,53 @@ impl Link {
                 Err(e)
             }
         }
+    }
+
+    /// Opens a connection and makes it safe to use: if the server is not the one
+    /// the versions were recorded on (its `run_id` differs from
+    /// [`SERVER_MARKER_KEY`]: restarted from a snapshot, a failover, or new),
+    /// invalidates everything at the primary's current position; then applies
+    /// every pending invalidation. Returns the connection only once that is
+    /// done.
+    ///
+    /// Runs at start-up and on every reconnect.
+    async fn establish(&self) -> Result<MultiplexedConnection, String> {
+        let mut conn = self.open().await?;
+        let marker = async {
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await?;
+            let recorded: Option<String> = redis::cmd("GET")
+                .arg(SERVER_MARKER_KEY)
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, redis::RedisError>((info, recorded))
+        };
+        let (info, recorded) = match tokio::time::timeout(COMMAND_TIMEOUT, marker).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => return Err(redact(&e)),
+            Err(_) => return Err("reading the server's run_id timed out".to_owned()),
+        };
+        let run_id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned());
+        if let Some(run_id) = run_id.filter(|id| recorded.as_deref() != Some(id.as_str())) {
+            if recorded.is_some() {
+                tracing::warn!(
+                    redis = %self.describe,
+                    "redis is another server than the one the cache versions were recorded on \
+                     (restarted from a snapshot, or failed over): invalidating every cached answer"
+                );
+            }
+            self.add_pending_all(None);
+            let mut pending = self.lock_pending();
+            pending.needs_position = true;
+            pending.server_marker = Some(run_id);
+        }
+        self.apply_pending_on(conn.clone()).await?;
+        Ok(conn)
     }
 
     /// Opens one multiplexed connection, bounded by [`COMMAND_TIMEOUT`].
@@ -671,16 +766,15 @@ impl Link {
             let mut backoff = Duration::from_millis(100);
             loop {
                 tokio::time::sleep(backoff).await;
-                if let Ok(conn) = link.open().await {
-                    // Invalidations missed while Redis was away go first, so no
-                    // read sees an entry older than a write made meanwhile.
-                    if let Err(e) = link.apply_pending_on(conn.clone()).await {
-                        tracing::debug!("pending invalidations not applied yet: {e}");
-                    } else {
+                // Invalidations missed while Redis was away go first, so no
+                // read sees an entry older than a write made meanwhile.
+                match link.establish().await {
+                    Ok(conn) => {
                         *link.lock() = LinkState::Up(conn);
                         tracing::info!(redis = %link.describe, "read cache reconnected to redis");
                         break;
                     }
+                    Err(e) => tracing::debug!("read cache not reconnected yet: {e}"),
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -715,6 +809,19 @@ impl Link {
                 Err("command timed out".to_owned())
             }
         }
+    }
+}
+
+/// Why applying pending invalidations failed.
+enum ApplyError {
+    Redis(redis::RedisError),
+    /// The primary's write position could not be read (text without secrets).
+    Position(String),
+}
+
+impl From<redis::RedisError> for ApplyError {
+    fn from(e: redis::RedisError) -> Self {
+        ApplyError::Redis(e)
     }
 }
 

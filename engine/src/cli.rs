@@ -126,14 +126,10 @@ async fn invalidate_cache(config: &Config, db: &crate::db::Db) {
         return;
     };
     let result = async {
-        let position = db
-            .write_position()
-            .await
-            .map_err(|e| format!("cannot read the write position: {e}"))?;
-        let cache = crate::cache::Cache::connect(url, config.summary_ttl_secs)
+        let cache = crate::cache::Cache::connect(url, config.summary_ttl_secs, db.clone())
             .await
             .map_err(|e| e.to_string())?;
-        cache.invalidate_all(position).await
+        cache.invalidate_all().await
     }
     .await;
     match result {

@@ -86,7 +86,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     let cache = match &config.redis_url {
-        Some(url) => cache::Cache::connect(url, config.summary_ttl_secs)
+        Some(url) => cache::Cache::connect(url, config.summary_ttl_secs, db.clone())
             .await
             .context("cannot set up the read cache")?,
         None => {

@@ -39,11 +39,7 @@ pub async fn create_event(
     let Some(key) = key else {
         let event = state.db.insert_event(Event::from_new(new)).await?;
         tracing::debug!(id = event.id, "event recorded");
-        let position = write_position(&state).await;
-        state
-            .cache
-            .invalidate_event(&event.customer_id, position)
-            .await;
+        let position = stored(&state, &event.customer_id).await;
         return Ok(created(event, false, position));
     };
     let hash = idempotency::request_hash(&new);
@@ -59,11 +55,7 @@ pub async fn create_event(
     {
         IdempotentInsert::Inserted(event) => {
             tracing::debug!(id = event.id, "event recorded under an idempotency key");
-            let position = write_position(&state).await;
-            state
-                .cache
-                .invalidate_event(&event.customer_id, position)
-                .await;
+            let position = stored(&state, &event.customer_id).await;
             Ok(created(event, false, position))
         }
         IdempotentInsert::Replayed(event) => {
@@ -82,6 +74,27 @@ pub async fn create_event(
                 idempotency::KEY_FIELD
             ),
         }),
+    }
+}
+
+/// After a new event of `customer_id` was stored: its write position (see
+/// [`write_position`]), with the read cache invalidated at it. When the position
+/// cannot be read on Postgres, the invalidation waits for one (see
+/// [`crate::cache::Cache::invalidate_event_at_unknown_position`]): never a
+/// guessed version that a lagging replica could satisfy.
+async fn stored(state: &AppState, customer_id: &str) -> Option<Lsn> {
+    match state.db.write_position().await {
+        Ok(position) => {
+            state.cache.invalidate_event(customer_id, position).await;
+            position
+        }
+        Err(e) => {
+            tracing::warn!("cannot read the write position after a write ({e}); answering without a consistency token");
+            state
+                .cache
+                .invalidate_event_at_unknown_position(customer_id);
+            None
+        }
     }
 }
 
