@@ -66,6 +66,9 @@ pub enum AppError {
     /// The request body exceeds the configured limit. HTTP 413.
     #[error("request body is too large")]
     PayloadTooLarge,
+    /// The request body did not arrive in time (a client that stalls). HTTP 408.
+    #[error("the request body did not arrive within {0:?}")]
+    RequestTimeout(std::time::Duration),
     /// A dependency (the database) is not answering. HTTP 503; detail is logged only.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -103,6 +106,7 @@ impl AppError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -117,6 +121,7 @@ impl AppError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }

@@ -13,7 +13,9 @@
 //! - **the idle timeout** passes: between requests, a connection on which nothing
 //!   was received or sent for [`Timeouts::idle`] is closed.
 //!
-//! Neither applies while a request is being handled. The rules are the same for
+//! Neither applies while a request is being handled; a request body that stalls
+//! is cut by the body extractor instead ([`crate::routes::JsonBody`], 408 after
+//! the same header read timeout). The rules are the same for
 //! HTTP/1 and HTTP/2 and for the protocol detection before them. hyper's own
 //! HTTP/1 `header_read_timeout` is switched off: its timer starts as soon as a
 //! connection waits for a request, so it would also close idle keep-alive

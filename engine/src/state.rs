@@ -22,6 +22,8 @@ pub struct AppState {
     /// How long an `Idempotency-Key` is remembered; an older claim is expired and
     /// the key may store a new event.
     pub idempotency_key_ttl: Duration,
+    /// How long a request body may take to arrive in full (then 408).
+    pub body_read_timeout: Duration,
 }
 
 impl AppState {
@@ -33,7 +35,15 @@ impl AppState {
             ready_timeout,
             cache: Cache::disabled(),
             idempotency_key_ttl: crate::config::DEFAULT_IDEMPOTENCY_KEY_TTL,
+            body_read_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Returns the state with `timeout` as the time allowed for a request body.
+    /// Runs once at start-up.
+    pub fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
     }
 
     /// Returns the state with `ttl` as the idempotency key lifetime. Runs once at

@@ -787,8 +787,9 @@ async fn time_until_closed(stream: &mut TcpStream, limit: Duration) -> Duration 
 
 /// Slow or silent clients are disconnected: a connection that sends nothing, half
 /// a request line, or headers a byte at a time is closed at the header read
-/// timeout, and a kept-alive connection at the idle timeout; requests in between
-/// are served normally.
+/// timeout, a body that stalls gets 408 at the same timeout, and a kept-alive
+/// connection is closed at the idle timeout; requests in between are served
+/// normally.
 #[tokio::test]
 async fn slow_clients_are_disconnected() {
     let dir = tempfile::Builder::new()
@@ -846,6 +847,34 @@ async fn slow_clients_are_disconnected() {
         started.elapsed()
     );
     drip.abort();
+
+    // A body that stalls after its headers: 408 at the header read timeout, and
+    // the connection is closed (the rest of the body is never read).
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /api/v1/revenue/events HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+            Err(_) => panic!("a stalled body kept the connection open for {limit:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains(r#""code":"request_timeout""#), "{got}");
+    assert!(
+        started.elapsed() >= header_timeout / 2 && started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 
     // A kept-alive connection serves requests, stays open past the header timeout
     // while idle, and is closed at the idle timeout.

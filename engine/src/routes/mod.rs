@@ -124,19 +124,23 @@ async fn vary_on_consistency_token(req: Request, next: Next) -> Response {
 }
 
 /// A JSON request body whose extraction errors become [`AppError`]s (400 for bad
-/// syntax or content type, 413 when too large) instead of axum's plain-text ones.
+/// syntax or content type, 413 when too large, 408 when it does not arrive within
+/// [`AppState::body_read_timeout`]) instead of axum's plain-text ones.
 ///
 /// The body is kept as its exact text (checked to be well-formed JSON), so that
 /// validation sees numbers as sent, before any rounding to `f64`.
 #[derive(Debug)]
 pub struct JsonBody(pub Box<RawValue>);
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl FromRequest<AppState> for JsonBody {
     type Rejection = AppError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(raw) = Json::<Box<RawValue>>::from_request(req, state)
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.body_read_timeout;
+        let read = Json::<Box<RawValue>>::from_request(req, state);
+        let Json(raw) = tokio::time::timeout(limit, read)
             .await
+            .map_err(|_| AppError::RequestTimeout(limit))?
             .map_err(|e: JsonRejection| AppError::from(e))?;
         Ok(JsonBody(raw))
     }
