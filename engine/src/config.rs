@@ -58,6 +58,9 @@ pub struct Config {
     pub header_read_timeout_ms: u64,
     /// How long a kept-alive HTTP connection may stay silent, in milliseconds.
     pub idle_timeout_ms: u64,
+    /// The longest an API request may take before it is answered 503, in
+    /// milliseconds.
+    pub request_timeout_ms: u64,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_key_ttl: Duration,
     /// Redis URL of the read cache; `None` means no cache. Never logged.
@@ -84,6 +87,7 @@ impl Default for Config {
             ready_timeout_ms: 2000,
             header_read_timeout_ms: 30_000,
             idle_timeout_ms: 75_000,
+            request_timeout_ms: 30_000,
             idempotency_key_ttl: DEFAULT_IDEMPOTENCY_KEY_TTL,
             redis_url: None,
             summary_ttl_secs: 60,
@@ -113,6 +117,7 @@ impl std::fmt::Debug for Config {
             .field("ready_timeout_ms", &self.ready_timeout_ms)
             .field("header_read_timeout_ms", &self.header_read_timeout_ms)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
             .field("idempotency_key_ttl", &self.idempotency_key_ttl)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("summary_ttl_secs", &self.summary_ttl_secs)
@@ -257,6 +262,11 @@ impl Config {
                 args.idle_timeout_ms,
                 file.idle_timeout.map(millis),
                 d.idle_timeout_ms,
+            ),
+            request_timeout_ms: layered(
+                args.request_timeout_ms,
+                file.request_timeout.map(millis),
+                d.request_timeout_ms,
             ),
             idempotency_key_ttl: layered(
                 args.idempotency_key_ttl,
@@ -426,6 +436,12 @@ pub struct Args {
         hide_env_values = true
     )]
     pub db_migrations_url: Option<String>,
+
+    /// The longest an API request may take (a hung database, say) before it is
+    /// answered 503 and its queries are dropped, in milliseconds [default: 30000].
+    #[arg(long, env = "ENGINE_REQUEST_TIMEOUT_MS", global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: Option<u64>,
 
     /// How long `/readyz` waits for `SELECT 1` before answering 503, in milliseconds
     /// [default: 2000].

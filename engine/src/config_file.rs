@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub header_read_timeout: Option<Duration>,
     /// `http.idle_timeout`.
     pub idle_timeout: Option<Duration>,
+    /// `http.request_timeout`.
+    pub request_timeout: Option<Duration>,
     /// `idempotency.key_ttl`.
     pub idempotency_key_ttl: Option<Duration>,
     /// `redis`.
@@ -71,6 +73,7 @@ impl std::fmt::Debug for FileConfig {
             .field("ready_timeout", &self.ready_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("request_timeout", &self.request_timeout)
             .field("idempotency_key_ttl", &self.idempotency_key_ttl)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("summary_ttl_secs", &self.summary_ttl_secs)
@@ -126,6 +129,7 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
                         "ready_timeout" => &mut out.ready_timeout,
                         "header_read_timeout" => &mut out.header_read_timeout,
                         "idle_timeout" => &mut out.idle_timeout,
+                        "request_timeout" => &mut out.request_timeout,
                         other => return Err(unknown("http.", other)),
                     };
                     *slot = Some(positive_duration(value, &path)?);

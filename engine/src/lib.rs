@@ -97,7 +97,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(db.clone(), Duration::from_millis(config.ready_timeout_ms))
         .with_cache(cache)
         .with_idempotency_key_ttl(config.idempotency_key_ttl)
-        .with_body_read_timeout(Duration::from_millis(config.header_read_timeout_ms));
+        .with_body_read_timeout(Duration::from_millis(config.header_read_timeout_ms))
+        .with_request_timeout(Duration::from_millis(config.request_timeout_ms));
     let sweep = tokio::spawn(sweep_expired_keys(db.clone(), config.idempotency_key_ttl));
     let listener = TcpListener::bind(config.listen)
         .await

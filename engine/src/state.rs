@@ -24,6 +24,8 @@ pub struct AppState {
     pub idempotency_key_ttl: Duration,
     /// How long a request body may take to arrive in full (then 408).
     pub body_read_timeout: Duration,
+    /// The longest an API request may take (then 503).
+    pub request_timeout: Duration,
 }
 
 impl AppState {
@@ -36,7 +38,15 @@ impl AppState {
             cache: Cache::disabled(),
             idempotency_key_ttl: crate::config::DEFAULT_IDEMPOTENCY_KEY_TTL,
             body_read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Returns the state with `timeout` as the longest an API request may take.
+    /// Runs once at start-up.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     /// Returns the state with `timeout` as the time allowed for a request body.

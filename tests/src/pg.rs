@@ -173,6 +173,8 @@ pub struct PgCluster {
     database: String,
     reaper: Option<Child>,
     running: bool,
+    /// Whether [`PgCluster::freeze`] stopped its processes.
+    frozen: bool,
 }
 
 /// Database created by [`PgCluster::start`], the one [`PgCluster::url`] points at.
@@ -236,6 +238,7 @@ impl PgCluster {
             database: DEFAULT_DATABASE.to_owned(),
             reaper: None,
             running: false,
+            frozen: false,
         };
         cluster.launch()?;
         cluster.create_database_named(DEFAULT_DATABASE)?;
@@ -285,9 +288,64 @@ impl PgCluster {
             database: self.database.clone(),
             reaper: None,
             running: false,
+            frozen: false,
         };
         replica.launch()?;
         Ok(replica)
+    }
+
+    /// Freezes the server (SIGSTOP to the postmaster and every backend), as a
+    /// host that hangs: connections stay open and nothing is answered until
+    /// [`PgCluster::thaw`]. Halting or dropping the cluster thaws it first.
+    pub fn freeze(&mut self) -> anyhow::Result<()> {
+        self.signal_all("-STOP")?;
+        self.frozen = true;
+        Ok(())
+    }
+
+    /// Lets a [`PgCluster::freeze`]d server run again (SIGCONT).
+    pub fn thaw(&mut self) -> anyhow::Result<()> {
+        if self.frozen {
+            self.signal_all("-CONT")?;
+            self.frozen = false;
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to the postmaster (from `postmaster.pid`) and its children
+    /// (found by their parent pid in `/proc`).
+    fn signal_all(&self, signal: &str) -> anyhow::Result<()> {
+        let pid_file = std::fs::read_to_string(self.data_dir.join("postmaster.pid"))
+            .context("cannot read postmaster.pid")?;
+        let postmaster: u32 = pid_file
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .context("postmaster.pid has no pid")?;
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`; comm may hold spaces, so split after ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        let mut kill = Command::new("kill");
+        kill.arg(signal).args(pids.iter().map(u32::to_string));
+        run(&mut kill, "kill").map(|_| ())
     }
 
     /// Stops the server at once (`pg_ctl stop -m immediate`, like a crash) but
@@ -297,6 +355,7 @@ impl PgCluster {
         if !self.running {
             return Ok(());
         }
+        self.thaw()?;
         let mut pg_ctl = self.run_as.command(&self.bins.tool("pg_ctl"));
         pg_ctl
             .arg("-D")

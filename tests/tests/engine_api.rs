@@ -1014,6 +1014,60 @@ async fn a_read_only_primary_is_unavailable_not_an_internal_error() {
     assert_eq!(post().await.status, StatusCode::CREATED);
 }
 
+/// A primary that hangs (SIGSTOP) instead of failing: requests already holding
+/// a connection are answered 503 at the request timeout, not when the primary
+/// wakes up; after it does, the engine serves again.
+#[tokio::test]
+async fn a_hung_primary_answers_503_at_the_request_timeout() {
+    let mut cluster = PgCluster::start();
+    let engine = EngineProcess::start_with(
+        &cluster.url(),
+        &[
+            ("ENGINE_REQUEST_TIMEOUT_MS", "1500"),
+            ("ENGINE_DB_ACQUIRE_TIMEOUT", "30s"),
+        ],
+    );
+    let http = Client::new();
+    let charge = json!({"customer_id": "cus_h", "product": "pro", "kind": "charge",
+                        "amount": 100, "currency": "EUR",
+                        "occurred_at": "2026-03-01T10:00:00Z"})
+    .to_string();
+    let events_url = engine.api_url("/events");
+    assert_eq!(
+        post_event(&http, &events_url, &charge, &[]).await.status,
+        StatusCode::CREATED
+    );
+    cluster.freeze().unwrap();
+    let started = Instant::now();
+    let (write, read) = tokio::join!(
+        post_event(&http, &events_url, &charge, &[]),
+        http.get(engine.api_url("/summary")).send()
+    );
+    let took = started.elapsed();
+    cluster.thaw().unwrap();
+    assert_error(
+        &write.pair(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        None,
+    );
+    let read = read.unwrap();
+    assert_eq!(read.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        took >= Duration::from_millis(1000) && took < Duration::from_secs(6),
+        "answered after {took:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = http.get(engine.api_url("/summary")).send().await.unwrap();
+        if resp.status() == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", engine.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Microseconds in a second.
 const US: i64 = 1_000_000;
 

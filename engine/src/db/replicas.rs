@@ -47,7 +47,7 @@ use super::DbError;
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest one read may take on a replica before the replica is dropped and
 /// the read is run on the primary (a replica that hangs instead of dying).
-pub const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the last health check found out about a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

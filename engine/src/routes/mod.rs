@@ -31,11 +31,11 @@ pub mod summary;
 use std::time::Instant;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
@@ -62,6 +62,10 @@ pub fn router(state: AppState) -> Router {
         .route("/summary", get(summary::get_summary))
         .route("/customers/{id}", get(customers::get_customer))
         .route_layer(middleware::from_fn(vary_on_consistency_token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_deadline,
+        ))
         .merge(probe_routes());
 
     Router::new()
@@ -105,6 +109,19 @@ async fn log_request(req: Request, next: Next) -> Response {
         tracing::info!(%method, path, status, micros, "request");
     }
     response
+}
+
+/// Answers 503 when an API request takes longer than
+/// [`AppState::request_timeout`] (a database that hangs instead of failing);
+/// the request's queries are dropped with it. Runs once per API request.
+async fn request_deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            AppError::Unavailable(format!("the request took longer than {limit:?}")).into_response()
+        }
+    }
 }
 
 /// Adds `Vary: Consistency-Token` to every `GET`/`HEAD` answer of a data route: a read with a
