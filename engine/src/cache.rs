@@ -256,7 +256,7 @@ struct Link {
     has_pending: AtomicBool,
     /// Where the primary's current write position is read from, for
     /// invalidations whose own position is not known.
-    db: Option<Db>,
+    db: Db,
 }
 
 /// The read cache: Redis-backed when configured, otherwise a pass-through that
@@ -304,7 +304,7 @@ impl Cache {
             bump: redis::Script::new(BUMP_SCRIPT),
             pending: Mutex::default(),
             has_pending: AtomicBool::new(false),
-            db: Some(db),
+            db,
         });
         match link.establish().await {
             Ok(conn) => {
@@ -485,8 +485,7 @@ impl Cache {
         let Some(link) = &self.link else {
             return Ok(());
         };
-        link.add_pending_all(None);
-        link.lock_pending().needs_position = true;
+        link.add_pending_all();
         link.apply_pending().await
     }
 
@@ -569,11 +568,12 @@ impl Link {
         self.has_pending.store(true, Ordering::Release);
     }
 
-    /// Records an invalidation of every entry (all customers) to be applied.
-    fn add_pending_all(&self, position: Option<Lsn>) {
+    /// Records an invalidation of every entry (all customers), to be applied
+    /// at the primary's position read then.
+    fn add_pending_all(&self) {
         let mut pending = self.lock_pending();
         pending.any = true;
-        pending.position = pending.position.max(position);
+        pending.needs_position = true;
         pending.customers = HashSet::new();
         pending.all_customers = true;
         self.has_pending.store(true, Ordering::Release);
@@ -610,12 +610,10 @@ impl Link {
         }
         let work = async {
             if taken.needs_position {
-                if let Some(db) = &self.db {
-                    let now = db.write_position().await.map_err(|e| {
-                        ApplyError::Position(format!("cannot read the write position: {e}"))
-                    })?;
-                    taken.position = taken.position.max(now);
-                }
+                let now = self.db.write_position().await.map_err(|e| {
+                    ApplyError::Position(format!("cannot read the write position: {e}"))
+                })?;
+                taken.position = taken.position.max(now);
             }
             let mut keys = vec![EVENTS_VERSION_KEY.to_owned()];
             if taken.all_customers {
@@ -712,10 +710,8 @@ impl Link {
                      (restarted from a snapshot, or failed over): invalidating every cached answer"
                 );
             }
-            self.add_pending_all(None);
-            let mut pending = self.lock_pending();
-            pending.needs_position = true;
-            pending.server_marker = Some(run_id);
+            self.add_pending_all();
+            self.lock_pending().server_marker = Some(run_id);
         }
         self.apply_pending_on(conn.clone()).await?;
         Ok(conn)
