@@ -144,10 +144,14 @@ async fn invalidate_cache(config: &Config, db: &crate::db::Db) {
 
 /// Installs the global `tracing` subscriber (human-readable lines on stdout).
 ///
-/// The filter comes from `RUST_LOG`, defaulting to `info`. Calling it twice is
+/// The filter comes from `RUST_LOG`, defaulting to `info` (Postgres notices from
+/// `warn`). Calling it twice is
 /// harmless: the second call is ignored.
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Postgres NOTICEs (`relation "_sqlx_migrations" already exists, skipping`
+    // at every start) are noise at info; warnings from the server still show.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

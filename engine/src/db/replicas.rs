@@ -383,6 +383,13 @@ impl ReplicaSet {
         };
         let row = match tokio::time::timeout(CHECK_TIMEOUT, query).await {
             Err(_) => return down(format!("health check took longer than {CHECK_TIMEOUT:?}")),
+            Ok(Err(sqlx::Error::PoolTimedOut)) => {
+                // sqlx retries a refused connection until the acquire timeout.
+                return down(format!(
+                    "unreachable: no connection within {CHECK_TIMEOUT:?} (down, refusing \
+                     connections, or too slow)"
+                ));
+            }
             Ok(Err(e)) => return down(format!("health check failed: {e}")),
             Ok(Ok(row)) => row,
         };
