@@ -1068,6 +1068,51 @@ async fn a_hung_primary_answers_503_at_the_request_timeout() {
     }
 }
 
+/// A SQLite file another process keeps locked past the busy timeout is a
+/// retryable 503, not a 500; the write goes through once the lock is released.
+#[tokio::test]
+async fn a_locked_sqlite_file_is_unavailable_not_an_internal_error() {
+    use std::io::Write;
+    let dir = tempfile::Builder::new()
+        .prefix("e2e-engine-db-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("engine.sqlite");
+    let engine = EngineProcess::start(&sqlite_url(&path));
+    let http = Client::new();
+    let charge = json!({"customer_id": "cus_l", "product": "pro", "kind": "charge",
+                        "amount": 100, "currency": "EUR",
+                        "occurred_at": "2026-03-01T10:00:00Z"})
+    .to_string();
+    let events_url = engine.api_url("/events");
+    let mut locker = std::process::Command::new("sqlite3")
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = locker.stdin.take().unwrap();
+    stdin
+        .write_all(b"BEGIN EXCLUSIVE; SELECT count(*) FROM revenue_events;\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = post_event(&http, &events_url, &charge, &[]).await;
+    assert_error(
+        &got.pair(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        None,
+    );
+    stdin.write_all(b"COMMIT;\n").unwrap();
+    drop(stdin);
+    locker.wait().unwrap();
+    assert_eq!(
+        post_event(&http, &events_url, &charge, &[]).await.status,
+        StatusCode::CREATED
+    );
+}
+
 /// Microseconds in a second.
 const US: i64 = 1_000_000;
 

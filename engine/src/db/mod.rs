@@ -160,6 +160,15 @@ impl From<sqlx::Error> for DbError {
             // (e.g. a restart), too many connections, a statement timeout or
             // cancellation, a read-only server (a demoted primary), a
             // serialization failure or deadlock: retryable, so 503.
+            // SQLite: the file stayed locked past busy_timeout (SQLITE_BUSY or
+            // SQLITE_LOCKED, in any extended form).
+            sqlx::Error::Database(db)
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+            {
+                db.code()
+                    .and_then(|code| code.parse::<u32>().ok())
+                    .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+            }
             sqlx::Error::Database(db) => db.code().is_some_and(|code| {
                 code.starts_with("08")
                     || code.starts_with("57P")
