@@ -2,8 +2,8 @@
 //! `GET /customers/{id}`, with version-based invalidation and metrics.
 //!
 //! Keys are versioned instead of deleted:
-//! - every stored event (a new one, or the first insert under an idempotency key;
-//!   never a replay) moves the versions `engine:v:events` and
+//! - every stored event, and every idempotent replay (a retry, whose first
+//!   attempt's invalidation may have been lost), moves the versions `engine:v:events` and
 //!   `engine:v:customer:{customer_id}` forward (see [`Cache::invalidate_event`]):
 //!   with Postgres to the write's position in the primary's WAL (an [`Lsn`] as a
 //!   number), with SQLite to the next number of the sequence `engine:v:seq`. Every
@@ -31,7 +31,9 @@
 //! past the current version (its write's invalidation failed) bypasses the cache.
 //!
 //! When the write position after a write cannot be read (the primary went away
-//! between the commit and the question), the invalidation is kept pending without
+//! between the commit and the question), or the write failed after the database
+//! may have committed it (see [`Cache::write_guard`]), the invalidation is kept
+//! pending without
 //! a position and is applied with the primary's position at the time it is
 //! applied, which is past that write. Redis that restarted from a snapshot (or a
 //! failover to a Redis replica) brings back older versions and entries: each
@@ -81,19 +83,35 @@ const SEQUENCE_KEY: &str = "engine:v:seq";
 /// docs): a connection to a server with another `run_id` invalidates everything.
 pub const SERVER_MARKER_KEY: &str = "engine:v:server";
 
-/// Reads the version (the largest of the version keys in `KEYS`, 0 when all are
-/// absent) and the value stored under that version in one round trip. `ARGV[1]`
-/// is the value key's prefix, `ARGV[2]` the query hash. Returns `{version, value
-/// or false}`, the version as stored (no float formatting).
-const LOOKUP_SCRIPT: &str = r"
+/// Lua shared by [`LOOKUP_SCRIPT`] and [`STORE_SCRIPT`]: reads the server marker
+/// (`KEYS[1]`) and the version, the largest of the version keys `KEYS[2..]` (0
+/// when all are absent), kept as stored (no float formatting).
+const READ_VERSION_LUA: &str = r"
+local marker = redis.call('GET', KEYS[1]) or ''
 local v, n = '0', 0
-for _, key in ipairs(KEYS) do
-  local s = redis.call('GET', key)
+for i = 2, #KEYS do
+  local s = redis.call('GET', KEYS[i])
   local x = tonumber(s or '')
   if x and x > n then v, n = s, x end
 end
+";
+
+/// After [`READ_VERSION_LUA`], reads the value stored under that version in the
+/// same round trip. `ARGV[1]` is the value key's prefix, `ARGV[2]` the query
+/// hash. Returns `{version, value or false, marker}`.
+const LOOKUP_SCRIPT: &str = r"
 local value = redis.call('GET', ARGV[1] .. ':' .. v .. ':' .. ARGV[2])
-return {v, value}
+return {v, value, marker}
+";
+
+/// After [`READ_VERSION_LUA`], stores a computed answer only if the version and
+/// the server marker are still those it was computed under (a write, a bulk
+/// invalidation or a `FLUSHALL` meanwhile makes it worthless). `ARGV`: entry key,
+/// value, TTL seconds, expected version, expected marker. Returns 1 if stored.
+const STORE_SCRIPT: &str = r"
+if v ~= ARGV[4] or marker ~= ARGV[5] then return 0 end
+redis.call('SET', ARGV[1], ARGV[2], 'EX', ARGV[3])
+return 1
 ";
 
 /// Moves every version key in `KEYS` forward after a write. `ARGV[1]` is the
@@ -174,6 +192,17 @@ impl CacheKey {
         }
     }
 
+    /// An invocation of `script` ([`LOOKUP_SCRIPT`] or [`STORE_SCRIPT`]) with
+    /// this entry's keys: the server marker, then its version keys.
+    fn invocation<'a>(&self, script: &'a redis::Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(SERVER_MARKER_KEY);
+        for version_key in &self.version_keys {
+            invocation.key(version_key);
+        }
+        invocation
+    }
+
     /// The full key of the entry under `version`.
     fn entry_key(&self, version: &str) -> String {
         format!("{}:{version}:{}", self.prefix, self.hash)
@@ -202,6 +231,31 @@ impl CacheOutcome {
             Self::Hit => "hit",
             Self::Miss => "miss",
             Self::Bypass => "bypass",
+        }
+    }
+}
+
+/// See [`Cache::write_guard`].
+#[must_use = "a dropped guard invalidates as if the write may have been lost"]
+pub struct WriteGuard {
+    cache: Cache,
+    customer_id: String,
+    armed: bool,
+}
+
+impl WriteGuard {
+    /// The write's outcome is settled (its invalidation was made, or nothing
+    /// was written): dropping the guard does nothing more.
+    pub fn done(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.cache
+                .invalidate_event_at_unknown_position(&self.customer_id);
         }
     }
 }
@@ -249,7 +303,14 @@ struct Link {
     state: Mutex<LinkState>,
     reconnecting: AtomicBool,
     lookup: redis::Script,
+    store: redis::Script,
     bump: redis::Script,
+    /// The `run_id` of the server this link established itself on; a lookup
+    /// that finds another marker (a `FLUSHALL`, another dataset) reconnects.
+    run_id: Mutex<Option<String>>,
+    /// Held while pending invalidations are applied, so a concurrent read never
+    /// sees them taken out and half applied.
+    applying: tokio::sync::Mutex<()>,
     /// Invalidations not applied yet; reads bypass the cache while any is.
     pending: Mutex<Pending>,
     /// Mirrors `pending.any`, read on every lookup without the lock.
@@ -300,8 +361,11 @@ impl Cache {
             ttl_secs: ttl_secs.max(1),
             state: Mutex::new(LinkState::Down),
             reconnecting: AtomicBool::new(false),
-            lookup: redis::Script::new(LOOKUP_SCRIPT),
+            lookup: redis::Script::new(&format!("{READ_VERSION_LUA}{LOOKUP_SCRIPT}")),
+            store: redis::Script::new(&format!("{READ_VERSION_LUA}{STORE_SCRIPT}")),
             bump: redis::Script::new(BUMP_SCRIPT),
+            run_id: Mutex::new(None),
+            applying: tokio::sync::Mutex::new(()),
             pending: Mutex::default(),
             has_pending: AtomicBool::new(false),
             db,
@@ -361,19 +425,16 @@ impl Cache {
         }
         let lookup = link
             .run(|mut conn| {
-                let mut invocation = link.lookup.prepare_invoke();
-                for version_key in &key.version_keys {
-                    invocation.key(version_key);
-                }
+                let mut invocation = key.invocation(&link.lookup);
                 invocation.arg(key.prefix).arg(&key.hash);
                 async move {
                     invocation
-                        .invoke_async::<(String, Option<Vec<u8>>)>(&mut conn)
+                        .invoke_async::<(String, Option<Vec<u8>>, String)>(&mut conn)
                         .await
                 }
             })
             .await;
-        let (version, cached) = match lookup {
+        let (version, cached, marker) = match lookup {
             Ok(found) => found,
             Err(e) => {
                 self.metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -381,6 +442,13 @@ impl Cache {
                 return bypass(compute).await;
             }
         };
+        if !link.is_established_marker(&marker) {
+            // The dataset changed under the link (FLUSHALL, a reload): reconnect,
+            // which invalidates everything before the cache is used again.
+            self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            link.mark_down("the server marker changed (FLUSHALL, or another dataset)");
+            return bypass(compute).await;
+        }
         let Some(position) = version.parse::<u64>().ok().map(Lsn::from_u64) else {
             tracing::warn!(
                 keys = ?key.version_keys,
@@ -398,17 +466,17 @@ impl Cache {
         self.metrics.misses.fetch_add(1, Ordering::Relaxed);
         let body = compute(Some(position)).await?;
         let entry = key.entry_key(&version);
-        let ttl = link.ttl_secs;
         let value = body.clone();
         let stored = link
-            .run(|mut conn| async move {
-                redis::cmd("SET")
+            .run(|mut conn| {
+                let mut invocation = key.invocation(&link.store);
+                invocation
                     .arg(&entry)
                     .arg(value)
-                    .arg("EX")
-                    .arg(ttl)
-                    .query_async::<()>(&mut conn)
-                    .await
+                    .arg(link.ttl_secs)
+                    .arg(&version)
+                    .arg(&marker);
+                async move { invocation.invoke_async::<u8>(&mut conn).await }
             })
             .await;
         if let Err(e) = stored {
@@ -420,9 +488,10 @@ impl Cache {
 
     /// Invalidates everything a newly stored event affects: moves the events
     /// version (all summaries) and the version of `customer_id` forward, to
-    /// `position` (the write's WAL position, Postgres) or by one (`None`, SQLite).
+    /// `position` (the write's WAL position, Postgres) or to the next number of
+    /// the sequence (`None`, SQLite).
     ///
-    /// Runs after every successful event insert (not after an idempotent replay),
+    /// Runs after every successful event insert and idempotent replay,
     /// before the response is sent, in one round trip. Never fails the write: if
     /// Redis cannot be reached the invalidation is kept as pending (logged and
     /// counted), reads bypass the cache until it has been applied, and it is
@@ -433,7 +502,7 @@ impl Cache {
         };
         if link.has_pending.load(Ordering::Acquire) {
             // Keep the order of invalidations: queue behind the pending ones.
-            link.add_pending(customer_id, position);
+            link.add_pending(customer_id, position, false);
             return;
         }
         let customer_key = customer_version_key(customer_id);
@@ -450,11 +519,26 @@ impl Cache {
             .await;
         if let Err(e) = result {
             self.metrics.errors.fetch_add(1, Ordering::Relaxed);
-            link.add_pending(customer_id, position);
+            link.add_pending(customer_id, position, false);
             tracing::warn!(
                 "cannot invalidate the read cache after a write ({e}); \
                  reads bypass the cache until the invalidation is applied"
             );
+        }
+    }
+
+    /// Arms a guard for a write of `customer_id` about to be made: if the guard
+    /// is dropped before [`WriteGuard::done`] (the write failed in a way that
+    /// may have committed, e.g. the connection broke during `COMMIT`, or its
+    /// task was dropped), the invalidation is queued at an unknown position
+    /// (see [`Cache::invalidate_event_at_unknown_position`]).
+    ///
+    /// Runs once per valid `POST /events`, before the database is touched.
+    pub fn write_guard(&self, customer_id: &str) -> WriteGuard {
+        WriteGuard {
+            cache: self.clone(),
+            customer_id: customer_id.to_owned(),
+            armed: true,
         }
     }
 
@@ -467,8 +551,8 @@ impl Cache {
         let Some(link) = &self.link else {
             return;
         };
-        link.add_pending(customer_id, None);
-        link.lock_pending().needs_position = true;
+        link.add_pending(customer_id, None, true);
+        link.spawn_apply();
     }
 
     /// Invalidates every cached answer: moves the events version and every
@@ -553,11 +637,23 @@ impl Link {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records an invalidation that could not be applied.
-    fn add_pending(&self, customer_id: &str, position: Option<Lsn>) {
+    /// Whether `marker`, as a lookup found it, is the `run_id` this link
+    /// established itself on (always, when the server reported none).
+    fn is_established_marker(&self, marker: &str) -> bool {
+        self.run_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_deref()
+            .is_none_or(|id| id == marker)
+    }
+
+    /// Records an invalidation that could not be applied: `customer_id`'s, at
+    /// `position`, or at the primary's position when applied (`needs_position`).
+    fn add_pending(&self, customer_id: &str, position: Option<Lsn>, needs_position: bool) {
         let mut pending = self.lock_pending();
         pending.any = true;
         pending.position = pending.position.max(position);
+        pending.needs_position |= needs_position;
         if !pending.all_customers {
             pending.customers.insert(customer_id.to_owned());
             if pending.customers.len() > MAX_PENDING_CUSTOMERS {
@@ -594,16 +690,49 @@ impl Link {
 
     /// Applies the pending invalidations, if any, on the shared connection.
     ///
-    /// Runs before a cached read while some are pending, and from the reconnect
-    /// loop. Returns `Ok` once nothing is pending; on failure they stay pending.
+    /// Runs before a cached read while some are pending (and in the background
+    /// after a write whose invalidation could not be made). Returns `Ok` once
+    /// nothing is pending; on failure they stay pending, and a Redis failure
+    /// marks the link down so that the reconnect loop applies them. While
+    /// another task applies them, returns an error at once (the caller bypasses
+    /// the cache).
     async fn apply_pending(self: &Arc<Self>) -> Result<(), String> {
         let conn = self.connection()?;
-        self.apply_pending_on(conn).await
+        let Ok(_applying) = self.applying.try_lock() else {
+            return Err("pending invalidations are being applied".to_owned());
+        };
+        match self.apply_pending_locked(conn).await {
+            Ok(()) => Ok(()),
+            Err(ApplyFailure::Redis(e)) => {
+                self.mark_down(&e);
+                Err(e)
+            }
+            Err(ApplyFailure::Position(e)) => Err(e),
+        }
     }
 
-    /// [`Link::apply_pending`] on a given connection. Takes the pending set out,
-    /// and puts it back (merged with newer ones) if applying fails.
-    async fn apply_pending_on(&self, mut conn: MultiplexedConnection) -> Result<(), String> {
+    /// Starts [`Link::apply_pending`] in the background (when called inside a
+    /// Tokio runtime), so other engines sharing the Redis see an invalidation
+    /// without waiting for this engine's next cached read.
+    fn spawn_apply(self: &Arc<Self>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = link.apply_pending().await {
+                tracing::debug!("pending invalidations not applied yet: {e}");
+            }
+        });
+    }
+
+    /// [`Link::apply_pending`] on a given connection, with [`Link::applying`]
+    /// held by the caller. Takes the pending set out, and puts it back (merged
+    /// with newer ones) if applying fails.
+    async fn apply_pending_locked(
+        &self,
+        mut conn: MultiplexedConnection,
+    ) -> Result<(), ApplyFailure> {
         let mut taken = std::mem::take(&mut *self.lock_pending());
         if !taken.any {
             return Ok(());
@@ -643,9 +772,11 @@ impl Link {
         };
         let result = match tokio::time::timeout(COMMAND_TIMEOUT * 10, work).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(ApplyError::Redis(e))) => Err(redact(&e)),
-            Ok(Err(ApplyError::Position(e))) => Err(e),
-            Err(_) => Err("applying pending invalidations timed out".to_owned()),
+            Ok(Err(ApplyError::Redis(e))) => Err(ApplyFailure::Redis(redact(&e))),
+            Ok(Err(ApplyError::Position(e))) => Err(ApplyFailure::Position(e)),
+            Err(_) => Err(ApplyFailure::Redis(
+                "applying pending invalidations timed out".to_owned(),
+            )),
         };
         let mut pending = self.lock_pending();
         match result {
@@ -682,6 +813,7 @@ impl Link {
     /// Runs at start-up and on every reconnect.
     async fn establish(&self) -> Result<MultiplexedConnection, String> {
         let mut conn = self.open().await?;
+        let _applying = self.applying.lock().await;
         let marker = async {
             let info: String = redis::cmd("INFO")
                 .arg("server")
@@ -702,7 +834,10 @@ impl Link {
             .lines()
             .find_map(|l| l.strip_prefix("run_id:"))
             .map(|id| id.trim().to_owned());
-        if let Some(run_id) = run_id.filter(|id| recorded.as_deref() != Some(id.as_str())) {
+        if let Some(run_id) = run_id
+            .clone()
+            .filter(|id| recorded.as_deref() != Some(id.as_str()))
+        {
             if recorded.is_some() {
                 tracing::warn!(
                     redis = %self.describe,
@@ -713,7 +848,13 @@ impl Link {
             self.add_pending_all();
             self.lock_pending().server_marker = Some(run_id);
         }
-        self.apply_pending_on(conn.clone()).await?;
+        self.apply_pending_locked(conn.clone())
+            .await
+            .map_err(ApplyFailure::into_message)?;
+        *self
+            .run_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = run_id;
         Ok(conn)
     }
 
@@ -808,7 +949,23 @@ impl Link {
     }
 }
 
-/// Why applying pending invalidations failed.
+/// Why [`Link::apply_pending_locked`] failed, as text without secrets.
+enum ApplyFailure {
+    /// Redis failed or timed out: the link should reconnect.
+    Redis(String),
+    /// The primary's write position could not be read.
+    Position(String),
+}
+
+impl ApplyFailure {
+    fn into_message(self) -> String {
+        match self {
+            ApplyFailure::Redis(e) | ApplyFailure::Position(e) => e,
+        }
+    }
+}
+
+/// Why one step of applying pending invalidations failed.
 enum ApplyError {
     Redis(redis::RedisError),
     /// The primary's write position could not be read (text without secrets).

@@ -158,8 +158,10 @@ async fn customer_is_invalidated_only_by_its_own_writes() {
     assert_eq!(ctx.fetch("/customers/cus_nobody").await.cache(), "");
 }
 
+/// A replay stores nothing but invalidates again: a retry usually means the
+/// first answer was lost, and with it perhaps the first attempt's invalidation.
 #[tokio::test]
-async fn an_idempotent_replay_does_not_invalidate() {
+async fn an_idempotent_replay_stores_nothing_and_invalidates_again() {
     let ctx = Ctx::start_sqlite();
     let (status, replayed) = ctx.charge("cus_a", 300, Some("key-1")).await;
     assert_eq!((status, replayed), (StatusCode::CREATED, false));
@@ -172,18 +174,20 @@ async fn an_idempotent_replay_does_not_invalidate() {
     );
     assert_eq!(ctx.fetch(path).await.cache(), "hit");
     assert_eq!(ctx.fetch("/customers/cus_a").await.cache(), "miss");
-    let version = || ctx.redis.command(&["GET", "engine:v:events"]).unwrap();
+    let version = || resp_number(&ctx.redis.command(&["GET", "engine:v:events"]).unwrap());
     let before_replay = version();
 
     let (status, replayed) = ctx.charge("cus_a", 300, Some("key-1")).await;
     assert_eq!((status, replayed), (StatusCode::CREATED, true));
+    assert!(version() > before_replay, "a replay moves the versions");
+    let after = ctx.fetch(path).await;
     assert_eq!(
-        ctx.fetch(path).await.cache(),
-        "hit",
-        "a replay stores nothing"
+        (after.cache(), net(&after)),
+        ("miss", 300),
+        "nothing stored twice"
     );
-    assert_eq!(ctx.fetch("/customers/cus_a").await.cache(), "hit");
-    assert_eq!(version(), before_replay, "a replay moves no version");
+    let customer = ctx.fetch("/customers/cus_a").await;
+    assert_eq!((customer.cache(), lifetime_value(&customer)), ("miss", 300));
 }
 
 #[tokio::test]
@@ -629,4 +633,131 @@ async fn a_write_whose_position_cannot_be_read_leaves_nothing_stale() {
         "the customer version {version} is not a WAL position past the write \
          ({position_before_grant})"
     );
+}
+
+/// `FLUSHALL` (an operator clearing the cache) removes the versions with the
+/// entries: the engine notices the missing server marker, reconnects and
+/// invalidates past every version it handed out, so no entry computed before
+/// the flush (an in-flight miss) or under a reused version is served.
+#[tokio::test]
+async fn flushall_leaves_nothing_stale() {
+    let ctx = Ctx::start_sqlite();
+    for i in 0..3 {
+        ctx.charged("cus_a", 100 + i).await;
+    }
+    assert_eq!(ctx.fetch("/summary").await.cache(), "miss");
+    assert_eq!(ctx.fetch("/summary").await.cache(), "hit");
+    ctx.redis.command(&["FLUSHALL"]).unwrap();
+    let got = ctx.fetch("/summary").await;
+    assert_eq!((got.cache(), net(&got)), ("bypass", 303));
+    for i in 0..3 {
+        ctx.charged("cus_b", 1000 + i).await;
+        let got = until_cached(&ctx, "/summary", Duration::from_secs(5)).await;
+        assert_eq!(
+            net(&got),
+            303 + (1000..=1000 + i).sum::<i64>(),
+            "{}",
+            got.text
+        );
+    }
+    let got = ctx.fetch("/summary").await;
+    assert_eq!((got.cache(), net(&got)), ("hit", 3306));
+}
+
+/// A pending invalidation while the link still counts as up, then Redis
+/// restarted: the failed apply marks the link down, the reconnect applies it,
+/// and the cache is used again (it once stayed bypassed until a restart).
+#[tokio::test]
+async fn a_pending_invalidation_survives_a_redis_restart_and_the_cache_resumes() {
+    let mut ctx = Ctx::start_sqlite();
+    ctx.charged("cus_a", 1000).await;
+    assert_eq!(ctx.fetch("/summary").await.cache(), "miss");
+    // Redis refuses writes: the invalidation after the next write fails.
+    ctx.redis
+        .command(&["CONFIG", "SET", "maxmemory", "1"])
+        .unwrap();
+    ctx.charged("cus_a", 5).await;
+    ctx.redis.stop();
+    ctx.redis.restart();
+    let got = until_cached(&ctx, "/summary", Duration::from_secs(10)).await;
+    assert_eq!(net(&got), 1005, "{}", got.text);
+    assert_eq!(ctx.fetch("/summary").await.cache(), "hit");
+}
+
+/// A write whose `COMMIT` hangs (a synchronous standby that is not there)
+/// outlives its request: the request times out with 503, the write goes on in
+/// its own task, and once it commits it invalidates the cache, so no cached
+/// answer from before it is served afterwards, retried or not.
+#[tokio::test]
+async fn a_write_that_outlives_its_request_still_invalidates() {
+    let cluster = e2e::pg::PgCluster::start();
+    let redis = RedisServer::start();
+    let redis_url = format!("redis://{}/0", redis.addr());
+    let engine = e2e::engine::EngineProcess::start_with(
+        &cluster.url(),
+        &[
+            ("ENGINE_REDIS_URL", redis_url.as_str()),
+            ("ENGINE_SUMMARY_TTL_SECS", "300"),
+            ("ENGINE_REQUEST_TIMEOUT_MS", "1000"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let charge = |amount: i64| {
+        json!({"customer_id": "cus_s", "product": "pro", "kind": "charge",
+               "amount": amount, "currency": "EUR",
+               "occurred_at": "2026-03-01T10:00:00Z"})
+        .to_string()
+    };
+    let events = engine.api_url("/events");
+    let summary = engine.api_url("/summary");
+    let fetch = || async { Reply::read(http.get(&summary).send().await.unwrap()).await };
+    let post = |body: String, key: &'static str| {
+        let (http, events) = (&http, &events);
+        async move { e2e::engine::post_event(http, events, &body, &[key.as_bytes()]).await }
+    };
+    assert_eq!(post(charge(100), "k-1").await.status, StatusCode::CREATED);
+    assert_eq!(fetch().await.cache(), "miss");
+    assert_eq!(fetch().await.cache(), "hit");
+
+    // The harness runs with synchronous_commit off; a commit waits for a
+    // synchronous standby only with it on.
+    let sync = |names: &str| {
+        for setting in [
+            "synchronous_commit = on".to_owned(),
+            format!("synchronous_standby_names = '{names}'"),
+        ] {
+            cluster
+                .sql("postgres", &format!("ALTER SYSTEM SET {setting}"))
+                .unwrap();
+        }
+        cluster.sql("postgres", "SELECT pg_reload_conf()").unwrap();
+    };
+    sync("nosuch");
+    std::thread::sleep(Duration::from_millis(300));
+    let timed_out = post(charge(5000), "k-2").await;
+    assert_eq!(
+        timed_out.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        timed_out.text
+    );
+    sync("");
+
+    // The commit completes and its own task invalidates: within seconds the
+    // summary counts it, and never again answers the old total.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = fetch().await;
+        if net(&got) == 5100 {
+            break;
+        }
+        assert_eq!(net(&got), 100, "{}", got.text);
+        assert!(Instant::now() < deadline, "{}", engine.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let replay = post(charge(5000), "k-2").await;
+    assert_eq!(replay.replayed(), Some("true"));
+    let got = fetch().await;
+    assert_eq!(net(&got), 5100, "{}", got.text);
+    assert_eq!(fetch().await.cache(), "hit");
 }

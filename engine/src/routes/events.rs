@@ -11,7 +11,7 @@ use crate::consistency::{self, ConsistencyToken};
 use crate::db::{IdempotentInsert, Lsn};
 use crate::error::AppError;
 use crate::idempotency;
-use crate::model::{is_event_id, Event, EventPage};
+use crate::model::{is_event_id, Event, EventPage, NewEvent};
 use crate::state::AppState;
 use crate::validation;
 
@@ -26,8 +26,14 @@ use crate::validation;
 /// request answers 409 `idempotency_key_reused`. An invalid key is a 422 naming
 /// `Idempotency-Key`, checked before the body.
 ///
-/// Every stored event (not a replay) bumps the read cache's versions (see
-/// [`crate::cache::Cache::invalidate_event`]) before the answer is sent. With
+/// Every stored event, and every replay (its first answer, and perhaps its
+/// invalidation, may have been lost), bumps the read cache's versions (see
+/// [`crate::cache::Cache::invalidate_event`]) before the answer is sent. The
+/// write and its invalidation run in a task of their own, which goes on when
+/// the request is dropped (the request timeout, a client gone), so a committed
+/// write never skips its invalidation; a write that fails in a way that may
+/// have committed invalidates anyway (see [`crate::cache::Cache::write_guard`]).
+/// With
 /// Postgres every 201 (a replay too) carries a `Consistency-Token` (see
 /// [`crate::consistency`]): reads that send it back see this event.
 pub async fn create_event(
@@ -36,10 +42,27 @@ pub async fn create_event(
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
     let new = validation::new_event(&body)?;
+    tokio::spawn(record(state, key, new))
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("the write task failed: {e}")))?
+}
+
+/// The part of [`create_event`] after validation: stores `new` (under `key`),
+/// invalidates the cache and builds the answer. Runs in its own task, to the
+/// end, once per valid `POST /events`.
+async fn record(
+    state: AppState,
+    key: Option<idempotency::IdempotencyKey>,
+    new: NewEvent,
+) -> Result<Response, AppError> {
+    // Dropped unsettled (a failure that may have committed), it invalidates the
+    // cache anyway.
+    let guard = state.cache.write_guard(&new.customer_id);
     let Some(key) = key else {
         let event = state.db.insert_event(Event::from_new(new)).await?;
         tracing::debug!(id = event.id, "event recorded");
         let position = stored(&state, &event.customer_id).await;
+        guard.done();
         return Ok(created(event, false, position));
     };
     let hash = idempotency::request_hash(&new);
@@ -56,6 +79,7 @@ pub async fn create_event(
         IdempotentInsert::Inserted(event) => {
             tracing::debug!(id = event.id, "event recorded under an idempotency key");
             let position = stored(&state, &event.customer_id).await;
+            guard.done();
             Ok(created(event, false, position))
         }
         IdempotentInsert::Replayed(event) => {
@@ -63,22 +87,30 @@ pub async fn create_event(
                 id = event.id,
                 "idempotent retry: answering with the stored event"
             );
-            let position = write_position(&state).await;
+            // A retry usually means the first answer was lost, and with it
+            // perhaps the first attempt's invalidation (a crash, a timeout):
+            // invalidate again.
+            let position = stored(&state, &event.customer_id).await;
+            guard.done();
             Ok(created(event, true, position))
         }
-        IdempotentInsert::KeyReused => Err(AppError::Conflict {
-            code: "idempotency_key_reused",
-            message: format!(
-                "this {} was already used for a different request; \
-                 use a new key for a new event",
-                idempotency::KEY_FIELD
-            ),
-        }),
+        IdempotentInsert::KeyReused => {
+            guard.done();
+            Err(AppError::Conflict {
+                code: "idempotency_key_reused",
+                message: format!(
+                    "this {} was already used for a different request; \
+                     use a new key for a new event",
+                    idempotency::KEY_FIELD
+                ),
+            })
+        }
     }
 }
 
-/// After a new event of `customer_id` was stored: its write position (see
-/// [`write_position`]), with the read cache invalidated at it. When the position
+/// After an event of `customer_id` was stored (or replayed): the primary's
+/// write position, past the write (`None` for SQLite), with the read cache
+/// invalidated at it. When the position
 /// cannot be read on Postgres, the invalidation waits for one (see
 /// [`crate::cache::Cache::invalidate_event_at_unknown_position`]): never a
 /// guessed version that a lagging replica could satisfy.
@@ -96,16 +128,6 @@ async fn stored(state: &AppState, customer_id: &str) -> Option<Lsn> {
             None
         }
     }
-}
-
-/// The primary's write position after a committed write, for the consistency
-/// token and the cache versions; `None` for SQLite, or (logged) when the primary
-/// cannot be asked: the write stands, the answer then carries no token.
-async fn write_position(state: &AppState) -> Option<Lsn> {
-    state.db.write_position().await.unwrap_or_else(|e| {
-        tracing::warn!("cannot read the write position after a write ({e}); answering without a consistency token");
-        None
-    })
 }
 
 /// The 201 answer for a stored event: `Location` header, the event as JSON,
