@@ -83,16 +83,30 @@ const SEQUENCE_KEY: &str = "engine:v:seq";
 /// docs): a connection to a server with another `run_id` invalidates everything.
 pub const SERVER_MARKER_KEY: &str = "engine:v:server";
 
-/// Lua shared by [`LOOKUP_SCRIPT`] and [`STORE_SCRIPT`]: reads the server marker
-/// (`KEYS[1]`) and the version, the largest of the version keys `KEYS[2..]` (0
-/// when all are absent), kept as stored (no float formatting).
+/// Lua helpers of every script: versions are compared as decimal strings (by
+/// length, then by digits), never as Lua numbers, which are doubles and would
+/// take two WAL positions above 2^53 for one. Anything that is not digits
+/// (absent, false, garbage) counts as `0`.
+const DIGITS_LUA: &str = r"
+local function digits(s)
+  if s and string.match(s, '^%d+$') then return s end
+  return '0'
+end
+local function above(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+";
+
+/// Lua shared by [`LOOKUP_SCRIPT`] and [`STORE_SCRIPT`] (after [`DIGITS_LUA`]):
+/// reads the server marker (`KEYS[1]`) and the version, the largest of the
+/// version keys `KEYS[2..]` (0 when all are absent), kept as stored.
 const READ_VERSION_LUA: &str = r"
 local marker = redis.call('GET', KEYS[1]) or ''
-local v, n = '0', 0
+local v = '0'
 for i = 2, #KEYS do
-  local s = redis.call('GET', KEYS[i])
-  local x = tonumber(s or '')
-  if x and x > n then v, n = s, x end
+  local s = digits(redis.call('GET', KEYS[i]))
+  if above(s, v) then v = s end
 end
 ";
 
@@ -114,25 +128,25 @@ redis.call('SET', ARGV[1], ARGV[2], 'EX', ARGV[3])
 return 1
 ";
 
-/// Moves every version key in `KEYS` forward after a write. `ARGV[1]` is the
-/// write's WAL position as a number: a key below it is set to it (concurrent
-/// writes leave the highest). An empty `ARGV[1]` (no position: SQLite) takes the
-/// next number of the sequence `ARGV[2]`, above every key it moves, and sets
-/// every key to it; so any move of any key gives a number no version had before.
+/// Moves every version key in `KEYS` forward after a write (after
+/// [`DIGITS_LUA`]). `ARGV[1]` is the write's WAL position as a decimal number:
+/// a key below it is set to it (concurrent writes leave the highest). An empty
+/// `ARGV[1]` (no position: SQLite) takes the next number of the sequence
+/// `ARGV[2]`, above every key it moves, and sets every key to it; so any move of
+/// any key gives a number no version had before.
 const BUMP_SCRIPT: &str = r"
 local target = ARGV[1]
 if target == '' then
-  local n = tonumber(redis.call('GET', ARGV[2]) or '0') or 0
+  local n = digits(redis.call('GET', ARGV[2]))
   for _, key in ipairs(KEYS) do
-    local current = tonumber(redis.call('GET', key) or '0') or 0
-    if current > n then n = current end
+    local current = digits(redis.call('GET', key))
+    if above(current, n) then n = current end
   end
-  target = string.format('%d', n + 1)
+  target = string.format('%d', tonumber(n) + 1)
   redis.call('SET', ARGV[2], target)
 end
 for _, key in ipairs(KEYS) do
-  local current = tonumber(redis.call('GET', key) or '0') or 0
-  if tonumber(target) > current then
+  if above(target, digits(redis.call('GET', key))) then
     redis.call('SET', key, target)
   end
 end
@@ -361,9 +375,9 @@ impl Cache {
             ttl_secs: ttl_secs.max(1),
             state: Mutex::new(LinkState::Down),
             reconnecting: AtomicBool::new(false),
-            lookup: redis::Script::new(&format!("{READ_VERSION_LUA}{LOOKUP_SCRIPT}")),
-            store: redis::Script::new(&format!("{READ_VERSION_LUA}{STORE_SCRIPT}")),
-            bump: redis::Script::new(BUMP_SCRIPT),
+            lookup: redis::Script::new(&format!("{DIGITS_LUA}{READ_VERSION_LUA}{LOOKUP_SCRIPT}")),
+            store: redis::Script::new(&format!("{DIGITS_LUA}{READ_VERSION_LUA}{STORE_SCRIPT}")),
+            bump: redis::Script::new(&format!("{DIGITS_LUA}{BUMP_SCRIPT}")),
             run_id: Mutex::new(None),
             applying: tokio::sync::Mutex::new(()),
             pending: Mutex::default(),
