@@ -79,8 +79,9 @@ pub const EVENTS_VERSION_KEY: &str = "engine:v:events";
 pub const CUSTOMERS_VERSION_KEY: &str = "engine:v:customers";
 /// The sequence SQLite's versions are taken from (no WAL position there).
 const SEQUENCE_KEY: &str = "engine:v:seq";
-/// The `run_id` of the Redis server whose data the versions are (see the module
-/// docs): a connection to a server with another `run_id` invalidates everything.
+/// `{run_id}:{nonce}` of the Redis data the versions are recorded in (see
+/// [`Link::establish`]): a connection that finds none of its server
+/// invalidates everything and records a new one.
 pub const SERVER_MARKER_KEY: &str = "engine:v:server";
 
 /// Lua helpers of every script: versions are compared as decimal strings (by
@@ -100,22 +101,26 @@ end
 
 /// Lua shared by [`LOOKUP_SCRIPT`] and [`STORE_SCRIPT`] (after [`DIGITS_LUA`]):
 /// reads the server marker (`KEYS[1]`) and the version, the largest of the
-/// version keys `KEYS[2..]` (0 when all are absent), kept as stored.
+/// version keys `KEYS[2..]` (0 when all are absent), kept as stored, and lists
+/// the version keys that are absent in `missing`.
 const READ_VERSION_LUA: &str = r"
 local marker = redis.call('GET', KEYS[1]) or ''
 local v = '0'
+local missing = {}
 for i = 2, #KEYS do
-  local s = digits(redis.call('GET', KEYS[i]))
+  local raw = redis.call('GET', KEYS[i])
+  if not raw then table.insert(missing, KEYS[i]) end
+  local s = digits(raw)
   if above(s, v) then v = s end
 end
 ";
 
 /// After [`READ_VERSION_LUA`], reads the value stored under that version in the
 /// same round trip. `ARGV[1]` is the value key's prefix, `ARGV[2]` the query
-/// hash. Returns `{version, value or false, marker}`.
+/// hash. Returns `{version, value or false, marker, missing version keys}`.
 const LOOKUP_SCRIPT: &str = r"
 local value = redis.call('GET', ARGV[1] .. ':' .. v .. ':' .. ARGV[2])
-return {v, value, marker}
+return {v, value, marker, missing}
 ";
 
 /// After [`READ_VERSION_LUA`], stores a computed answer only if the version and
@@ -304,7 +309,7 @@ struct Pending {
     /// A write's position could not be read: apply at the primary's position
     /// read at that time (which is past the write).
     needs_position: bool,
-    /// Once applied, record this server `run_id` in [`SERVER_MARKER_KEY`].
+    /// Once applied, record this marker in [`SERVER_MARKER_KEY`].
     server_marker: Option<String>,
 }
 
@@ -316,12 +321,15 @@ struct Link {
     ttl_secs: u64,
     state: Mutex<LinkState>,
     reconnecting: AtomicBool,
+    /// Whether a [`Link::spawn_apply`] task runs.
+    retrying: AtomicBool,
     lookup: redis::Script,
     store: redis::Script,
     bump: redis::Script,
-    /// The `run_id` of the server this link established itself on; a lookup
-    /// that finds another marker (a `FLUSHALL`, another dataset) reconnects.
-    run_id: Mutex<Option<String>>,
+    /// The marker of the data this link established itself on (see
+    /// [`Link::establish`]); a lookup that finds another (a `FLUSHALL`, another
+    /// dataset) reconnects.
+    marker: Mutex<Option<String>>,
     /// Held while pending invalidations are applied, so a concurrent read never
     /// sees them taken out and half applied.
     applying: tokio::sync::Mutex<()>,
@@ -375,10 +383,11 @@ impl Cache {
             ttl_secs: ttl_secs.max(1),
             state: Mutex::new(LinkState::Down),
             reconnecting: AtomicBool::new(false),
+            retrying: AtomicBool::new(false),
             lookup: redis::Script::new(&format!("{DIGITS_LUA}{READ_VERSION_LUA}{LOOKUP_SCRIPT}")),
             store: redis::Script::new(&format!("{DIGITS_LUA}{READ_VERSION_LUA}{STORE_SCRIPT}")),
             bump: redis::Script::new(&format!("{DIGITS_LUA}{BUMP_SCRIPT}")),
-            run_id: Mutex::new(None),
+            marker: Mutex::new(None),
             applying: tokio::sync::Mutex::new(()),
             pending: Mutex::default(),
             has_pending: AtomicBool::new(false),
@@ -443,12 +452,12 @@ impl Cache {
                 invocation.arg(key.prefix).arg(&key.hash);
                 async move {
                     invocation
-                        .invoke_async::<(String, Option<Vec<u8>>, String)>(&mut conn)
+                        .invoke_async::<(String, Option<Vec<u8>>, String, Vec<String>)>(&mut conn)
                         .await
                 }
             })
             .await;
-        let (version, cached, marker) = match lookup {
+        let (version, cached, marker, missing) = match lookup {
             Ok(found) => found,
             Err(e) => {
                 self.metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -461,6 +470,14 @@ impl Cache {
             // which invalidates everything before the cache is used again.
             self.metrics.errors.fetch_add(1, Ordering::Relaxed);
             link.mark_down("the server marker changed (FLUSHALL, or another dataset)");
+            return bypass(compute).await;
+        }
+        if !missing.is_empty() {
+            // A version key that is absent (a customer never written, or a key
+            // deleted by hand) would let entries under lower versions answer:
+            // start it above every version handed out, and answer this once
+            // from the database.
+            link.initialize_versions(&missing).await;
             return bypass(compute).await;
         }
         let Some(position) = version.parse::<u64>().ok().map(Lsn::from_u64) else {
@@ -517,6 +534,7 @@ impl Cache {
         if link.has_pending.load(Ordering::Acquire) {
             // Keep the order of invalidations: queue behind the pending ones.
             link.add_pending(customer_id, position, false);
+            link.spawn_apply();
             return;
         }
         let customer_key = customer_version_key(customer_id);
@@ -534,6 +552,7 @@ impl Cache {
         if let Err(e) = result {
             self.metrics.errors.fetch_add(1, Ordering::Relaxed);
             link.add_pending(customer_id, position, false);
+            link.spawn_apply();
             tracing::warn!(
                 "cannot invalidate the read cache after a write ({e}); \
                  reads bypass the cache until the invalidation is applied"
@@ -651,10 +670,10 @@ impl Link {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether `marker`, as a lookup found it, is the `run_id` this link
-    /// established itself on (always, when the server reported none).
+    /// Whether `marker`, as a lookup found it, is the one this link established
+    /// itself on.
     fn is_established_marker(&self, marker: &str) -> bool {
-        self.run_id
+        self.marker
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_deref()
@@ -725,17 +744,64 @@ impl Link {
         }
     }
 
-    /// Starts [`Link::apply_pending`] in the background (when called inside a
-    /// Tokio runtime), so other engines sharing the Redis see an invalidation
-    /// without waiting for this engine's next cached read.
+    /// Sets the absent version keys `keys` above every version handed out: to
+    /// the primary's current position (Postgres) or the next number of the
+    /// sequence (SQLite). Best effort: on failure they stay absent and the next
+    /// read tries again.
+    ///
+    /// Runs on a lookup that found version keys absent.
+    async fn initialize_versions(self: &Arc<Self>, keys: &[String]) {
+        let position = match self.db.write_position().await {
+            Ok(position) => position.map_or_else(String::new, |p| p.as_u64().to_string()),
+            Err(e) => {
+                tracing::debug!("cannot start a cache version: {e}");
+                return;
+            }
+        };
+        let result = self
+            .run(|mut conn| {
+                let mut invocation = self.bump.prepare_invoke();
+                for key in keys {
+                    invocation.key(key);
+                }
+                invocation.arg(&position).arg(SEQUENCE_KEY);
+                async move { invocation.invoke_async::<()>(&mut conn).await }
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::debug!("cannot start a cache version: {e}");
+        }
+    }
+
+    /// Keeps applying the pending invalidations in the background (when called
+    /// inside a Tokio runtime), with back-off from 100 ms to 2 s, until none is
+    /// pending: so other engines sharing the Redis see an invalidation as soon
+    /// as Redis takes it (after an OOM, say), without waiting for this engine's
+    /// next cached read. One such task at a time.
     fn spawn_apply(self: &Arc<Self>) {
-        if tokio::runtime::Handle::try_current().is_err() {
+        if tokio::runtime::Handle::try_current().is_err()
+            || self.retrying.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let link = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = link.apply_pending().await {
-                tracing::debug!("pending invalidations not applied yet: {e}");
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                while link.has_pending.load(Ordering::Acquire) {
+                    if let Err(e) = link.apply_pending().await {
+                        tracing::debug!("pending invalidations not applied yet: {e}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+                link.retrying.store(false, Ordering::Release);
+                // Something pending added just now found the flag still set.
+                if !link.has_pending.load(Ordering::Acquire)
+                    || link.retrying.swap(true, Ordering::AcqRel)
+                {
+                    break;
+                }
             }
         });
     }
@@ -747,10 +813,14 @@ impl Link {
         &self,
         mut conn: MultiplexedConnection,
     ) -> Result<(), ApplyFailure> {
-        let mut taken = std::mem::take(&mut *self.lock_pending());
-        if !taken.any {
-            return Ok(());
-        }
+        let mut taken = {
+            let mut pending = self.lock_pending();
+            if !pending.any {
+                self.has_pending.store(false, Ordering::Release);
+                return Ok(());
+            }
+            std::mem::take(&mut *pending)
+        };
         let work = async {
             if taken.needs_position {
                 let now = self.db.write_position().await.map_err(|e| {
@@ -817,12 +887,13 @@ impl Link {
         }
     }
 
-    /// Opens a connection and makes it safe to use: if the server is not the one
-    /// the versions were recorded on (its `run_id` differs from
-    /// [`SERVER_MARKER_KEY`]: restarted from a snapshot, a failover, or new),
-    /// invalidates everything at the primary's current position; then applies
-    /// every pending invalidation. Returns the connection only once that is
-    /// done.
+    /// Opens a connection and makes it safe to use: unless [`SERVER_MARKER_KEY`]
+    /// holds a marker of this server (`{run_id}:{nonce}`), the data is not the
+    /// one the versions were recorded in (a new server, one restarted from a
+    /// snapshot, a failover, a `FLUSHALL`), so it invalidates everything at the
+    /// primary's current position and records a new marker with a fresh nonce;
+    /// then applies every pending invalidation. Returns the connection only once
+    /// that is done, and remembers the marker that lookups must find.
     ///
     /// Runs at start-up and on every reconnect.
     async fn establish(&self) -> Result<MultiplexedConnection, String> {
@@ -847,28 +918,32 @@ impl Link {
         let run_id = info
             .lines()
             .find_map(|l| l.strip_prefix("run_id:"))
-            .map(|id| id.trim().to_owned());
-        if let Some(run_id) = run_id
-            .clone()
-            .filter(|id| recorded.as_deref() != Some(id.as_str()))
-        {
-            if recorded.is_some() {
-                tracing::warn!(
-                    redis = %self.describe,
-                    "redis is another server than the one the cache versions were recorded on \
-                     (restarted from a snapshot, or failed over): invalidating every cached answer"
-                );
+            .map_or("", str::trim);
+        let this_server = format!("{run_id}:");
+        let marker = match recorded {
+            Some(marker) if marker.starts_with(&this_server) => marker,
+            recorded => {
+                if recorded.is_some() {
+                    tracing::warn!(
+                        redis = %self.describe,
+                        "redis is another server than the one the cache versions were recorded \
+                         on (restarted from a snapshot, or failed over): invalidating every \
+                         cached answer"
+                    );
+                }
+                let fresh = format!("{this_server}{}", uuid::Uuid::new_v4().simple());
+                self.add_pending_all();
+                self.lock_pending().server_marker = Some(fresh.clone());
+                fresh
             }
-            self.add_pending_all();
-            self.lock_pending().server_marker = Some(run_id);
-        }
+        };
         self.apply_pending_locked(conn.clone())
             .await
             .map_err(ApplyFailure::into_message)?;
         *self
-            .run_id
+            .marker
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = run_id;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(marker);
         Ok(conn)
     }
 
