@@ -951,6 +951,13 @@ async fn readyz_fails_when_postgres_is_gone() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+/// A 100-cent EUR charge of `customer` as a request body.
+fn eur_charge(customer: &str) -> String {
+    json!({"customer_id": customer, "product": "pro", "kind": "charge",
+           "amount": 100, "currency": "EUR", "occurred_at": "2026-03-01T10:00:00Z"})
+    .to_string()
+}
+
 /// A primary that answers but cannot write (a demoted primary, or
 /// `default_transaction_read_only`) is not ready, and a write meanwhile is a
 /// retryable 503, not a 500; both recover when it takes writes again.
@@ -966,10 +973,7 @@ async fn a_read_only_primary_is_unavailable_not_an_internal_error() {
             .unwrap()
             .status()
     };
-    let charge = json!({"customer_id": "cus_ro", "product": "pro", "kind": "charge",
-                        "amount": 100, "currency": "EUR",
-                        "occurred_at": "2026-03-01T10:00:00Z"})
-    .to_string();
+    let charge = eur_charge("cus_ro");
     let events_url = engine.api_url("/events");
     let post = || post_event(&http, &events_url, &charge, &[]);
     assert_eq!(ready().await, StatusCode::OK);
@@ -1028,10 +1032,7 @@ async fn a_hung_primary_answers_503_at_the_request_timeout() {
         ],
     );
     let http = Client::new();
-    let charge = json!({"customer_id": "cus_h", "product": "pro", "kind": "charge",
-                        "amount": 100, "currency": "EUR",
-                        "occurred_at": "2026-03-01T10:00:00Z"})
-    .to_string();
+    let charge = eur_charge("cus_h");
     let events_url = engine.api_url("/events");
     assert_eq!(
         post_event(&http, &events_url, &charge, &[]).await.status,
@@ -1080,10 +1081,7 @@ async fn a_locked_sqlite_file_is_unavailable_not_an_internal_error() {
     let path = dir.path().join("engine.sqlite");
     let engine = EngineProcess::start(&sqlite_url(&path));
     let http = Client::new();
-    let charge = json!({"customer_id": "cus_l", "product": "pro", "kind": "charge",
-                        "amount": 100, "currency": "EUR",
-                        "occurred_at": "2026-03-01T10:00:00Z"})
-    .to_string();
+    let charge = eur_charge("cus_l");
     let events_url = engine.api_url("/events");
     let mut locker = std::process::Command::new("sqlite3")
         .arg(&path)
