@@ -33,13 +33,14 @@
 //! When the write position after a write cannot be read (the primary went away
 //! between the commit and the question), or the write failed after the database
 //! may have committed it (see [`Cache::write_guard`]), the invalidation is kept
-//! pending without
-//! a position and is applied with the primary's position at the time it is
-//! applied, which is past that write. Redis that restarted from a snapshot (or a
-//! failover to a Redis replica) brings back older versions and entries: each
-//! connection compares the server's `run_id` with the one recorded in
-//! [`SERVER_MARKER_KEY`], and on a difference invalidates every entry (at the
-//! primary's current position) before the cache is used, then records it.
+//! pending without a position and is applied with the primary's position at the
+//! time it is applied, which is past that write. A Redis restarted from a
+//! snapshot, failed over to a replica or flushed brings back older versions and
+//! entries, or none: each connection reads the marker [`SERVER_MARKER_KEY`]
+//! (`{run_id}:{nonce}`) and, unless it names this server, invalidates every entry
+//! (at the primary's current position) and records a new marker before the cache
+//! is used (see `Link::establish`). Every lookup checks the marker too, and a
+//! version key found absent is started above every version handed out first.
 //!
 //! Redis is optional and never required for an answer: one multiplexed connection
 //! is shared, every command is bounded by [`COMMAND_TIMEOUT`], and after a failure
@@ -80,7 +81,7 @@ pub const CUSTOMERS_VERSION_KEY: &str = "engine:v:customers";
 /// The sequence SQLite's versions are taken from (no WAL position there).
 const SEQUENCE_KEY: &str = "engine:v:seq";
 /// `{run_id}:{nonce}` of the Redis data the versions are recorded in (see
-/// [`Link::establish`]): a connection that finds none of its server
+/// `Link::establish`): a connection that finds none of its server
 /// invalidates everything and records a new one.
 pub const SERVER_MARKER_KEY: &str = "engine:v:server";
 
@@ -537,15 +538,13 @@ impl Cache {
             link.spawn_apply();
             return;
         }
-        let customer_key = customer_version_key(customer_id);
-        let position_arg = position.map_or_else(String::new, |p| p.as_u64().to_string());
+        let keys = [
+            EVENTS_VERSION_KEY.to_owned(),
+            customer_version_key(customer_id),
+        ];
         let result = link
             .run(|mut conn| {
-                let mut invocation = link.bump.key(EVENTS_VERSION_KEY);
-                invocation
-                    .key(&customer_key)
-                    .arg(&position_arg)
-                    .arg(SEQUENCE_KEY);
+                let invocation = link.bump_invocation(&keys, position);
                 async move { invocation.invoke_async::<()>(&mut conn).await }
             })
             .await;
@@ -744,6 +743,23 @@ impl Link {
         }
     }
 
+    /// An invocation of [`BUMP_SCRIPT`] moving `keys` to `position` (Postgres)
+    /// or to the next number of the sequence (`None`, SQLite).
+    fn bump_invocation(
+        &self,
+        keys: &[String],
+        position: Option<Lsn>,
+    ) -> redis::ScriptInvocation<'_> {
+        let mut invocation = self.bump.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg(position.map_or_else(String::new, |p| p.as_u64().to_string()))
+            .arg(SEQUENCE_KEY);
+        invocation
+    }
+
     /// Sets the absent version keys `keys` above every version handed out: to
     /// the primary's current position (Postgres) or the next number of the
     /// sequence (SQLite). Best effort: on failure they stay absent and the next
@@ -752,7 +768,7 @@ impl Link {
     /// Runs on a lookup that found version keys absent.
     async fn initialize_versions(self: &Arc<Self>, keys: &[String]) {
         let position = match self.db.write_position().await {
-            Ok(position) => position.map_or_else(String::new, |p| p.as_u64().to_string()),
+            Ok(position) => position,
             Err(e) => {
                 tracing::debug!("cannot start a cache version: {e}");
                 return;
@@ -760,11 +776,7 @@ impl Link {
         };
         let result = self
             .run(|mut conn| {
-                let mut invocation = self.bump.prepare_invoke();
-                for key in keys {
-                    invocation.key(key);
-                }
-                invocation.arg(&position).arg(SEQUENCE_KEY);
+                let invocation = self.bump_invocation(keys, position);
                 async move { invocation.invoke_async::<()>(&mut conn).await }
             })
             .await;
@@ -834,16 +846,10 @@ impl Link {
             } else {
                 keys.extend(taken.customers.iter().map(|c| customer_version_key(c)));
             }
-            let position = taken
-                .position
-                .map_or_else(String::new, |p| p.as_u64().to_string());
             for chunk in keys.chunks(KEYS_PER_BUMP) {
-                let mut invocation = self.bump.prepare_invoke();
-                for key in chunk {
-                    invocation.key(key);
-                }
-                invocation.arg(&position).arg(SEQUENCE_KEY);
-                invocation.invoke_async::<()>(&mut conn).await?;
+                self.bump_invocation(chunk, taken.position)
+                    .invoke_async::<()>(&mut conn)
+                    .await?;
             }
             if let Some(run_id) = &taken.server_marker {
                 redis::cmd("SET")

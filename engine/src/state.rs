@@ -32,13 +32,14 @@ impl AppState {
     /// Creates the state from an open database and the readiness timeout, without
     /// a read cache. Runs once at start-up (or per test).
     pub fn new(db: Db, ready_timeout: Duration) -> Self {
+        let defaults = crate::config::Config::default();
         Self {
             db,
             ready_timeout,
             cache: Cache::disabled(),
             idempotency_key_ttl: crate::config::DEFAULT_IDEMPOTENCY_KEY_TTL,
-            body_read_timeout: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_millis(defaults.header_read_timeout_ms),
+            request_timeout: Duration::from_millis(defaults.request_timeout_ms),
         }
     }
 

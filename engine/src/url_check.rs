@@ -38,7 +38,7 @@ pub fn is_postgres(url: &str) -> bool {
 }
 
 /// Checks a database URL (`key` names it in the error): a Postgres URL must parse
-/// and use only [`POSTGRES_PARAMETERS`], anything else must be a SQLite URL.
+/// and use only the parameters in `POSTGRES_PARAMETERS`, anything else must be a SQLite URL.
 ///
 /// Runs once per configured URL while the settings are resolved. Returns an
 /// error naming `key` and what is wrong, without the URL.
@@ -63,9 +63,10 @@ pub fn check_postgres_url(key: &str, url: &str) -> anyhow::Result<()> {
     if let Some((_, query)) = url.split_once('?') {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-            let known = POSTGRES_PARAMETERS.contains(&name) || name.starts_with("options%5B") || {
-                name.starts_with("options[") && name.ends_with(']')
-            };
+            // `options[NAME]` (sqlx's per-setting form), also percent-encoded.
+            let known = POSTGRES_PARAMETERS.contains(&name)
+                || name.starts_with("options%5B")
+                || (name.starts_with("options[") && name.ends_with(']'));
             if !known {
                 let shown: String = name.chars().take(64).collect();
                 anyhow::bail!(

@@ -33,8 +33,7 @@ use crate::validation;
 /// the request is dropped (the request timeout, a client gone), so a committed
 /// write never skips its invalidation; a write that fails in a way that may
 /// have committed invalidates anyway (see [`crate::cache::Cache::write_guard`]).
-/// With
-/// Postgres every 201 (a replay too) carries a `Consistency-Token` (see
+/// With Postgres every 201 (a replay too) carries a `Consistency-Token` (see
 /// [`crate::consistency`]): reads that send it back see this event.
 pub async fn create_event(
     State(state): State<AppState>,
@@ -110,8 +109,8 @@ async fn record(
 
 /// After an event of `customer_id` was stored (or replayed): the primary's
 /// write position, past the write (`None` for SQLite), with the read cache
-/// invalidated at it. When the position
-/// cannot be read on Postgres, the invalidation waits for one (see
+/// invalidated at it. When the position cannot be read on Postgres, the
+/// invalidation waits for one (see
 /// [`crate::cache::Cache::invalidate_event_at_unknown_position`]): never a
 /// guessed version that a lagging replica could satisfy.
 async fn stored(state: &AppState, customer_id: &str) -> Option<Lsn> {
