@@ -176,7 +176,7 @@ impl IntoResponse for AppError {
 }
 
 impl AppError {
-    /// The client-facing message (without the `field: ` prefix of [`Display`]).
+    /// The client-facing message (without the `field: ` prefix of `Display`).
     fn to_string_without_field(&self) -> String {
         match self {
             Self::MissingField { message, .. } | Self::InvalidField { message, .. } => {

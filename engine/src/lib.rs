@@ -36,6 +36,7 @@ pub mod routes;
 pub mod seed;
 pub mod server;
 pub mod state;
+pub mod sync;
 pub mod url_check;
 pub mod validation;
 

@@ -4,7 +4,7 @@
 //!
 //! `axum::serve` has no connection timeouts, so a client could hold a connection
 //! (a file descriptor and a task) forever by sending nothing, half a request line,
-//! or headers one byte at a time (slowloris). Here a [`ConnWatch`] follows every
+//! or headers one byte at a time (slowloris). Here a `ConnWatch` follows every
 //! connection and closes it when
 //!
 //! - **the header read timeout** passes: a request's complete headers must arrive
@@ -25,7 +25,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -189,7 +189,7 @@ impl ConnWatch {
     fn state(&self) -> MutexGuard<'_, WatchState> {
         // The state stays consistent even if a holder panicked: every update is a
         // plain assignment.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// Bytes arrived: the connection is active, and if it was idle a request has

@@ -6,7 +6,7 @@
 //!
 //! Summaries read the whole UTC days of their range from `revenue_daily` (one row
 //! per day, currency and product with exact `NUMERIC` totals) and only the partial
-//! days at the range's edges from `revenue_events` (see [`summary_plan`]). The
+//! days at the range's edges from `revenue_events` (see `summary_plan`). The
 //! rollup is kept exact by statement-level triggers on `revenue_events` (migration
 //! `20261203000200_revenue_daily.sql`), in the transaction of every write, batch or
 //! single, and also of SQL run by hand. Concurrent writers of the same day,

@@ -115,9 +115,7 @@ struct Replica {
 
 impl Replica {
     fn state(&self) -> MutexGuard<'_, ReplicaState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// Stores a new state, logging a change of health.
@@ -227,7 +225,7 @@ impl ReplicaSet {
         })
     }
 
-    /// Runs the read `op` on a replica chosen by [`ReplicaSet::pick`], or on the
+    /// Runs the read `op` on a replica chosen by `ReplicaSet::pick`, or on the
     /// primary when none fits.
     ///
     /// Runs once per database read. `op` gets a connection (see
@@ -299,19 +297,13 @@ impl ReplicaSet {
         });
         let primary_position = match tokio::time::timeout(CHECK_TIMEOUT, position).await {
             Ok(Ok((text, database))) => {
-                *self
-                    .primary_database
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(database);
+                *crate::sync::lock(&self.primary_database) = Some(database);
                 Lsn::parse(&text)
             }
             _ => None,
         };
         let primary_position = {
-            let mut last = self
-                .last_primary_position
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut last = crate::sync::lock(&self.last_primary_position);
             if primary_position.is_some() {
                 *last = primary_position;
             }
@@ -337,9 +329,7 @@ impl ReplicaSet {
     }
 
     fn lock_system_id(&self) -> MutexGuard<'_, SystemId> {
-        self.primary_system_id
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.primary_system_id)
     }
 
     /// The primary's system identifier, if it has been read.
@@ -419,11 +409,7 @@ impl ReplicaSet {
         if !has_schema {
             return down("the database has no revenue_events table (wrong database?)".into());
         }
-        let primary_database = self
-            .primary_database
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let primary_database = crate::sync::lock(&self.primary_database).clone();
         if primary_database.is_some_and(|primary| primary != database) {
             return down(format!(
                 "the replica URL names database {database:?}, not the primary's (wrong database)"

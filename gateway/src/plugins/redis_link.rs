@@ -82,10 +82,7 @@ impl RedisLink {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sync::lock(&self.state)
     }
 
     fn timeout(&self) -> Duration {
@@ -293,10 +290,7 @@ impl RedisLinks {
     ///
     /// Runs when a config is compiled.
     pub fn get(&self, settings: &RedisSettings) -> Arc<RedisLink> {
-        let mut links = match self.links.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut links = crate::sync::lock(&self.links);
         links
             .entry(settings.clone())
             .or_insert_with(|| Arc::new(RedisLink::new(settings.clone(), self.scripts.clone())))
@@ -306,10 +300,7 @@ impl RedisLinks {
     /// Closes and forgets the links whose settings are not in `used`; runs after a
     /// config reload, so a changed password or a removed server stops being tried.
     pub fn retain(&self, used: &[RedisSettings]) {
-        let mut links = match self.links.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut links = crate::sync::lock(&self.links);
         links.retain(|settings, link| {
             let keep = used.contains(settings);
             if !keep {
@@ -321,10 +312,7 @@ impl RedisLinks {
 
     /// Every link's server and state, for `/status`.
     pub fn status(&self) -> Vec<serde_json::Value> {
-        let links = match self.links.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let links = crate::sync::lock(&self.links);
         links
             .values()
             .map(|l| {

@@ -258,10 +258,7 @@ impl JwksCache {
             return false;
         }
         {
-            let mut last = self
-                .last_attempt
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut last = crate::sync::lock(&self.last_attempt);
             if last.is_some_and(|t| t.elapsed() < gap) {
                 self.inflight.store(false, Ordering::Release);
                 return false;

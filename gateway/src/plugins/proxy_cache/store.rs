@@ -261,10 +261,7 @@ impl CacheStore {
 
     /// Joins the fetch of `key`: the first request leads, the others wait.
     pub fn fill(self: &Arc<Self>, key: &str) -> Fill {
-        let mut map = match self.inflight.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = crate::sync::lock(&self.inflight);
         if let Some(rx) = map.get(key) {
             return Fill::Wait(rx.clone());
         }

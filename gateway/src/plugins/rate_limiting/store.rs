@@ -96,10 +96,7 @@ impl LocalCounters {
                 usage: vec![Usage::default(); checks.len()],
             };
         };
-        let mut shard = match shard.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut shard = crate::sync::lock(shard);
         shard.ops += 1;
         if shard.ops % SWEEP_EVERY == 0
             || shard.counters.len() >= SHARD_CAPACITY
