@@ -141,7 +141,28 @@ impl Config {
             None => FileConfig::default(),
         };
         let config = Self::merge(file, args);
-        url_check::check_database_url("database.primary", &config.database_url)?;
+        // A URL error names where the value came from: the file's key, or the
+        // environment variable / flag that overrode it.
+        let file_name = args.config.as_ref().map_or_else(String::new, |path| {
+            path.file_name()
+                .map_or_else(String::new, |n| format!("{}: ", n.to_string_lossy()))
+        });
+        let origin = |key: &str, overridden: bool, env: &str, flag: &str| {
+            if overridden {
+                format!("{key} (set by {env} or {flag})")
+            } else {
+                format!("{file_name}{key}")
+            }
+        };
+        url_check::check_database_url(
+            &origin(
+                "database.primary",
+                args.database_url.is_some(),
+                "DATABASE_URL",
+                "--database-url",
+            ),
+            &config.database_url,
+        )?;
         if !is_postgres(&config.database_url) {
             // Settings that only mean something for Postgres are refused rather
             // than silently ignored on SQLite.
@@ -170,13 +191,37 @@ impl Config {
             );
         }
         if let Some(url) = &config.db_migrations_url {
-            url_check::check_postgres_url("database.migrations_url", url)?;
+            url_check::check_postgres_url(
+                &origin(
+                    "database.migrations_url",
+                    args.db_migrations_url.is_some(),
+                    "ENGINE_DB_MIGRATIONS_URL",
+                    "--db-migrations-url",
+                ),
+                url,
+            )?;
         }
         for (i, url) in config.replica_urls.iter().enumerate() {
-            url_check::check_postgres_url(&format!("database.replicas[{i}]"), url)?;
+            url_check::check_postgres_url(
+                &origin(
+                    &format!("database.replicas[{i}]"),
+                    args.db_replicas.is_some(),
+                    "ENGINE_DB_REPLICAS",
+                    "--db-replicas",
+                ),
+                url,
+            )?;
         }
         if let Some(url) = &config.redis_url {
-            url_check::check_redis_url(url)?;
+            url_check::check_redis_url(
+                &origin(
+                    "redis",
+                    args.redis_url.is_some(),
+                    "ENGINE_REDIS_URL",
+                    "--redis-url",
+                ),
+                url,
+            )?;
         }
         Ok(config)
     }
@@ -471,7 +516,7 @@ pub struct Args {
     pub idempotency_key_ttl: Option<Duration>,
 
     /// Redis URL of the read cache (`redis://[:PASSWORD@]HOST:PORT[/DB]`); absent
-    /// means no cache. The URL (and any password in it) is never logged.
+    /// means no cache. Only its `host:port/db` is logged, never a password.
     #[arg(long, env = "ENGINE_REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
 

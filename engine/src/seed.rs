@@ -253,7 +253,16 @@ pub async fn seed(
             }
             batch.push(event);
         }
-        db.insert_events(&batch).await?;
+        if let Err(e) = db.insert_events(&batch).await {
+            if e.is_unique_violation() {
+                anyhow::bail!(
+                    "{e}: this database already holds events of seed {} (the same seed gives \
+                     the same ids); seed it with another --seed",
+                    opts.seed
+                );
+            }
+            return Err(e.into());
+        }
         let before = stored;
         stored += size;
         if stored / PROGRESS_EVERY > before / PROGRESS_EVERY {

@@ -81,11 +81,12 @@ pub fn check_postgres_url(key: &str, url: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{key}: invalid Postgres URL: {}", describe(&e)))
 }
 
-/// Checks the Redis URL of the read cache (`redis`).
-pub fn check_redis_url(url: &str) -> anyhow::Result<()> {
+/// Checks the Redis URL of the read cache, set at `key` (`redis`). Runs at
+/// start-up; the error names `key`, never the URL.
+pub fn check_redis_url(key: &str, url: &str) -> anyhow::Result<()> {
     redis::Client::open(url)
         .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("redis: invalid Redis URL ({})", e.category()))
+        .map_err(|e| anyhow::anyhow!("{key}: invalid Redis URL ({})", e.category()))
 }
 
 /// An sqlx configuration error as text. Such errors come from the URL parser
@@ -113,7 +114,7 @@ mod tests {
         }
         assert!(check_database_url("database.primary", "sqlite://data/e.sqlite?mode=rwc").is_ok());
         assert!(check_database_url("database.primary", "sqlite::memory:").is_ok());
-        assert!(check_redis_url("redis://:pw@127.0.0.1:6379/0").is_ok());
+        assert!(check_redis_url("redis", "redis://:pw@127.0.0.1:6379/0").is_ok());
     }
 
     #[test]
@@ -144,7 +145,7 @@ mod tests {
         }
         let e = check_postgres_url("database.replicas[0]", "sqlite::memory:").unwrap_err();
         assert!(e.to_string().contains("database.replicas[0]"), "{e}");
-        let e = check_redis_url("redis://:Hunter2@[::1")
+        let e = check_redis_url("redis", "redis://:Hunter2@[::1")
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("redis: ") && !e.contains("Hunter2"), "{e}");

@@ -226,6 +226,12 @@ fn a_bad_file_exits_non_zero_naming_the_field() {
             format!("listen: 127.0.0.1:{port}\ncache: {{ ttl: 5s }}\n"),
             "engine.yaml: cache.ttl: unknown key",
         ),
+        (
+            format!(
+                "listen: 127.0.0.1:{port}\ndatabase: {{ primary: 'postgres://u:s3cret@h:99999/db' }}\n"
+            ),
+            "engine.yaml: database.primary: invalid Postgres URL: invalid port number",
+        ),
     ] {
         let config = write_config(dir.path(), &text);
         for args in [
@@ -241,6 +247,26 @@ fn a_bad_file_exits_non_zero_naming_the_field() {
         }
         // Nothing was created: the engine stopped before opening the database.
         assert!(!dir.path().join("data").exists());
+    }
+    // A bad URL from the environment names the variable that set it, not the
+    // file's key alone.
+    let config = write_config(dir.path(), &format!("listen: 127.0.0.1:{port}\n"));
+    for (env, expected) in [
+        (
+            ("DATABASE_URL", "postgres://u:s3cret@h:99999/db"),
+            "database.primary (set by DATABASE_URL or --database-url): invalid Postgres URL",
+        ),
+        (
+            ("ENGINE_REDIS_URL", "http://:s3cret@h:1"),
+            "redis (set by ENGINE_REDIS_URL or --redis-url): invalid Redis URL",
+        ),
+    ] {
+        let out = engine(dir.path(), &["check", "--config", &config], &[env])
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!out.status.success() && err.contains(expected), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
     }
     let out = engine(dir.path(), &["--config", "missing.yaml"], &[])
         .output()

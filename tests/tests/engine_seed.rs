@@ -10,10 +10,9 @@ use std::process::{Command, Stdio};
 use e2e::engine::{engine_binary, sqlite_url, EngineProcess};
 use serde_json::Value;
 
-/// Runs `engine seed --events N --seed S` on `db`; returns its stdout line
-/// (panicking with stderr if it fails).
-fn seed(db: &Path, events: u64, seed: u64) -> String {
-    let out = Command::new(engine_binary())
+/// Runs `engine seed --events N --seed S` on `db`; returns its output.
+fn run_seed(db: &Path, events: u64, seed: u64) -> std::process::Output {
+    Command::new(engine_binary())
         .args(["seed", "--events", &events.to_string(), "--seed"])
         .arg(seed.to_string())
         .arg("--database-url")
@@ -23,7 +22,13 @@ fn seed(db: &Path, events: u64, seed: u64) -> String {
         .current_dir(db.parent().unwrap())
         .stdin(Stdio::null())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `engine seed --events N --seed S` on `db`; returns its stdout line
+/// (panicking with stderr if it fails).
+fn seed(db: &Path, events: u64, seed: u64) -> String {
+    let out = run_seed(db, events, seed);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "engine seed failed:\n{stderr}");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
@@ -116,4 +121,14 @@ fn the_same_seed_gives_the_same_data() {
     assert_eq!(without_timing(&a), without_timing(&b));
     let c = seed(&dir.path().join("c.sqlite"), 3000, 8);
     assert!(c.starts_with("seeded events=3000 "), "{c}");
+
+    // The same seed again on one database collides on the ids, and says what to do.
+    let again = run_seed(&dir.path().join("c.sqlite"), 3000, 8);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success());
+    assert!(
+        stderr.contains("already holds events of seed 8") && stderr.contains("another --seed"),
+        "{stderr}"
+    );
+    assert!(seed(&dir.path().join("c.sqlite"), 3000, 9).starts_with("seeded events=3000 "));
 }

@@ -70,7 +70,7 @@ async fn walk_through(engine: &EngineProcess) {
 
     let resp = c
         .post(format!("{api}/events"))
-        .header("apikey", DEV_API_KEY)
+        .bearer_auth(DEV_JWT)
         .json(&json!({
             "customer_id": "cus_1001", "product": "robot-pro-monthly", "kind": "refund",
             "amount": 999, "currency": "USD", "occurred_at": "2026-01-08T09:30:00Z"
@@ -79,6 +79,21 @@ async fn walk_through(engine: &EngineProcess) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
+
+    // The dashboard's key reads but may not write (acl: revenue-writers only).
+    let resp = c
+        .post(format!("{api}/events"))
+        .header("apikey", DEV_API_KEY)
+        .json(&json!({
+            "customer_id": "cus_1001", "product": "robot-pro-monthly", "kind": "charge",
+            "amount": 1, "currency": "USD", "occurred_at": "2026-01-08T09:30:00Z"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["message"], "You cannot consume this service");
 
     // ...and the dashboard with its API key reads the summary.
     let resp = c
@@ -121,7 +136,7 @@ async fn walk_through(engine: &EngineProcess) {
     // answers none, and any token is accepted) is keyed apart and sees the write.
     let resp = c
         .post(format!("{api}/events"))
-        .header("apikey", DEV_API_KEY)
+        .bearer_auth(DEV_JWT)
         .json(&json!({
             "customer_id": "cus_1002", "product": "robot-pro-monthly", "kind": "charge",
             "amount": 1, "currency": "USD", "occurred_at": "2026-01-09T09:30:00Z"
@@ -140,7 +155,7 @@ async fn walk_through(engine: &EngineProcess) {
     // Validation errors from the engine pass through the gateway untouched.
     let resp = c
         .post(format!("{api}/events"))
-        .header("apikey", DEV_API_KEY)
+        .bearer_auth(DEV_JWT)
         .json(&json!({"customer_id": "c", "product": "p", "kind": "charge", "amount": 49.99, "currency": "USD", "occurred_at": "2026-01-07T12:00:00Z"}))
         .send()
         .await
@@ -148,7 +163,7 @@ async fn walk_through(engine: &EngineProcess) {
     assert_eq!(resp.status(), 422);
     let resp = c
         .post(format!("{api}/events"))
-        .header("apikey", DEV_API_KEY)
+        .bearer_auth(DEV_JWT)
         .header("content-type", "application/json")
         .body("{not json")
         .send()

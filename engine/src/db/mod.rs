@@ -152,6 +152,17 @@ pub enum DbError {
     Other(sqlx::Error),
 }
 
+impl DbError {
+    /// Whether a unique constraint refused the statement (a duplicate id).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            DbError::Unavailable(sqlx::Error::Database(db))
+            | DbError::Other(sqlx::Error::Database(db)) => db.is_unique_violation(),
+            _ => false,
+        }
+    }
+}
+
 impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
         let unavailable = match &e {
