@@ -242,6 +242,10 @@ impl Config {
             urls: self.replica_urls.clone(),
             max_lag: self.max_replica_lag,
             check_interval: self.replica_check_interval,
+            // A third of the request's budget (at most 10 s), so a read that
+            // gives up on a hung replica still has time on the primary.
+            read_timeout: Duration::from_millis(self.request_timeout_ms / 3)
+                .clamp(Duration::from_millis(100), Duration::from_secs(10)),
             migrations_url: self.db_migrations_url.clone(),
         }
     }

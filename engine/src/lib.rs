@@ -37,6 +37,7 @@ pub mod seed;
 pub mod server;
 pub mod state;
 pub mod sync;
+pub mod unique_keys;
 pub mod url_check;
 pub mod validation;
 
@@ -96,7 +97,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     let state = AppState::new(db.clone(), Duration::from_millis(config.ready_timeout_ms))
-        .with_cache(cache)
+        .with_cache(cache.clone())
         .with_idempotency_key_ttl(config.idempotency_key_ttl)
         .with_body_read_timeout(Duration::from_millis(config.header_read_timeout_ms))
         .with_request_timeout(Duration::from_millis(config.request_timeout_ms));
@@ -120,6 +121,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     server::serve(listener, app(state), timeouts, shutdown_signal()).await;
 
     sweep.abort();
+    cache.flush_pending(Duration::from_secs(5)).await;
     tracing::info!("shutting down: closing database connections");
     // Bounded: a connection stuck on a hung server must not keep the process up.
     if tokio::time::timeout(Duration::from_secs(10), db.close())

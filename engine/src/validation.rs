@@ -78,6 +78,12 @@ pub fn new_event(body: &RawValue) -> Result<NewEvent, AppError> {
         message: format!("cannot parse the request body: {e}"),
     };
     let body_value: Value = serde_json::from_str(body.get()).map_err(malformed)?;
+    if let Some(field) = crate::unique_keys::first_duplicate(body.get()) {
+        return Err(AppError::invalid(
+            field.clone(),
+            format!("{field} appears more than once, or an object in it repeats a key"),
+        ));
+    }
     let Value::Object(mut obj) = body_value else {
         return Err(AppError::BadRequest {
             code: "invalid_body",

@@ -569,6 +569,19 @@ async fn body_validation_errors(backend: Backend) {
     // An unknown field is named too.
     let got = ctx.post(&with("amount_cents", json!(4999))).await;
     assert_error(&got, unprocessable, "invalid_field", Some("amount_cents"));
+    // A repeated member is ambiguous (which amount?): refused, naming it, at
+    // the top level and inside metadata.
+    let text = valid.to_string();
+    let repeated = text.replacen(
+        "\"customer_id\"",
+        "\"customer_id\":\"cus_x\",\"customer_id\"",
+        1,
+    );
+    let got = ctx.post_raw(&repeated, Some("application/json")).await;
+    assert_error(&got, unprocessable, "invalid_field", Some("customer_id"));
+    let repeated = text.replacen('}', r#","metadata":{"a":1,"a":2}}"#, 1);
+    let got = ctx.post_raw(&repeated, Some("application/json")).await;
+    assert_error(&got, unprocessable, "invalid_field", Some("metadata"));
 
     // Boundary values that are valid.
     let (status, body) = ctx.post(&with("amount", json!(MAX_AMOUNT))).await;

@@ -10,7 +10,7 @@
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use e2e::engine::{engine_binary, Backend, EngineCtx, Reply};
+use e2e::engine::{engine_binary, Backend, EngineCtx, EngineProcess, Reply};
 use e2e::redis::RedisServer;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -820,4 +820,88 @@ async fn an_invalidation_refused_by_redis_reaches_it_once_redis_recovers() {
         assert!(Instant::now() < deadline, "{}", ctx.engine.log_tail(10));
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A write acknowledged while Redis takes no writes leaves its invalidation
+/// pending; the engine is then restarted before Redis recovers (the pending
+/// invalidation dies with the process). The new engine invalidates everything
+/// at start, so the answer cached before the write never comes back.
+#[tokio::test]
+async fn a_restart_with_a_pending_invalidation_leaves_nothing_stale() {
+    let mut ctx = Ctx::start_sqlite();
+    ctx.charged("cus_r", 100).await;
+    let first = until_cached(&ctx, "/customers/cus_r", Duration::from_secs(5)).await;
+    assert_eq!(lifetime_value(&first), 100);
+    assert_eq!(ctx.fetch("/customers/cus_r").await.cache(), "hit");
+    ctx.redis
+        .command(&["CLIENT", "PAUSE", "20000", "WRITE"])
+        .unwrap();
+    ctx.charged("cus_r", 5).await;
+    assert_eq!(
+        lifetime_value(&ctx.fetch("/customers/cus_r").await),
+        105,
+        "a pending invalidation bypasses the cache"
+    );
+    // SIGTERM: the engine tries to apply it (Redis still paused), gives up
+    // after 5 s and says so.
+    let status = ctx.api.engine.terminate();
+    assert!(status.success(), "{status}");
+    assert!(
+        ctx.engine
+            .log()
+            .contains("read cache invalidations not applied before exit"),
+        "{}",
+        ctx.engine.log_tail(20)
+    );
+    ctx.redis.command(&["CLIENT", "UNPAUSE"]).unwrap();
+    let redis_url = format!("redis://{}/0", ctx.redis.addr());
+    ctx.api.engine = EngineProcess::start_with(
+        &ctx.database_url(),
+        &[
+            ("ENGINE_REDIS_URL", redis_url.as_str()),
+            ("ENGINE_SUMMARY_TTL_SECS", "300"),
+        ],
+    );
+    for _ in 0..3 {
+        let got = ctx.fetch("/customers/cus_r").await;
+        assert_eq!(lifetime_value(&got), 105, "{}: {}", got.cache(), got.text);
+    }
+    assert_eq!(ctx.fetch("/customers/cus_r").await.cache(), "hit");
+}
+
+/// Reads of customers that do not exist (404s) leave nothing in Redis, and the
+/// version keys of real customers expire (an hour after their entries could),
+/// so ids chosen by clients cannot fill Redis with keys that never go.
+#[tokio::test]
+async fn unknown_customers_leave_no_keys_and_customer_versions_expire() {
+    let ctx = Ctx::start_sqlite();
+    ctx.charged("cus_k", 100).await;
+    until_cached(&ctx, "/customers/cus_k", Duration::from_secs(5)).await;
+    let before = ctx.redis.keys("engine:*").len();
+    for i in 0..50 {
+        let got = ctx.fetch(&format!("/customers/nobody_{i:0>100}")).await;
+        assert_eq!(got.status, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(ctx.redis.keys("engine:*").len(), before);
+    let ttl = |key: &str| ctx.redis.command(&["TTL", key]).unwrap().trim().to_owned();
+    let customer_ttl: i64 = ttl("engine:v:customer:cus_k")
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    assert!(
+        (3600..=300 + 3600).contains(&customer_ttl),
+        "TTL {customer_ttl}"
+    );
+    // The shared versions stay.
+    for key in ["engine:v:events", "engine:v:customers"] {
+        assert_eq!(ttl(key), ":-1", "{key}");
+    }
+    // A version key that expired (deleted here) is started again above every
+    // version: the customer is still answered correctly, then cached.
+    ctx.redis
+        .command(&["DEL", "engine:v:customer:cus_k"])
+        .unwrap();
+    ctx.charged("cus_k", 1).await;
+    let got = until_cached(&ctx, "/customers/cus_k", Duration::from_secs(5)).await;
+    assert_eq!(lifetime_value(&got), 101);
 }

@@ -31,6 +31,11 @@ impl Ctx {
     /// Starts everything; `max_lag` is the engine's `max_replica_lag`. Returns once
     /// the engine serves and the replica is healthy.
     async fn start(name: &str, max_lag: &str, redis: bool) -> Self {
+        Self::start_with(name, max_lag, redis, &[]).await
+    }
+
+    /// Like [`Ctx::start`], with more environment variables for the engine.
+    async fn start_with(name: &str, max_lag: &str, redis: bool, extra: &[(&str, &str)]) -> Self {
         let primary = PgCluster::start();
         let url = primary.create_database(name);
         let db = url.rsplit('/').next().unwrap().to_owned();
@@ -48,6 +53,7 @@ impl Ctx {
             envs.push(("ENGINE_REDIS_URL", url.as_str()));
             envs.push(("ENGINE_SUMMARY_TTL_SECS", "300"));
         }
+        envs.extend_from_slice(extra);
         let engine = EngineProcess::start_with(&url, &envs);
         let ctx = Ctx {
             engine,
@@ -332,7 +338,16 @@ async fn a_replica_lagging_past_the_limit_is_skipped() {
 
 #[tokio::test]
 async fn a_stopped_replica_costs_no_failed_request() {
-    let mut ctx = Ctx::start("rw_down", "60s", false).await;
+    // A request budget of 3 s: a read that waited for the dead (or hung)
+    // replica must still fit its retry on the primary inside it (the replica
+    // read timeout is a third of it, and a refused connection gives up sooner).
+    let mut ctx = Ctx::start_with(
+        "rw_down",
+        "60s",
+        false,
+        &[("ENGINE_REQUEST_TIMEOUT_MS", "3000")],
+    )
+    .await;
     for i in 0..3 {
         ctx.charge(&format!("cus_{i}"), 10).await;
     }
@@ -365,12 +380,24 @@ async fn a_stopped_replica_costs_no_failed_request() {
     ctx.replica.halt().unwrap();
     ctx.wait_for_state("down").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let primary_before = ctx.reads("primary").await;
+    // While it is down, every read (the readers' too) goes to the primary.
+    let (primary_before, replica_before) =
+        (ctx.reads("primary").await, ctx.reads("replica-0").await);
     assert_eq!(ctx.event_ids(None).await.len(), 3);
-    assert_eq!(ctx.reads("primary").await, primary_before + 1.0);
+    assert!(ctx.reads("primary").await > primary_before);
+    assert_eq!(ctx.reads("replica-0").await, replica_before);
 
     // Back on the same port, it is found healthy and used again.
     ctx.replica.resume().unwrap();
+    ctx.wait_for_state("healthy").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Hung instead of dead (SIGSTOP): reads give up on it within the replica
+    // read timeout and go to the primary; thawed, it is used again.
+    ctx.replica.freeze().unwrap();
+    ctx.wait_for_state("down").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ctx.replica.thaw().unwrap();
     ctx.wait_for_state("healthy").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -13,13 +13,17 @@ use redis::AsyncConnectionConfig;
 
 use super::scripts::Scripts;
 use super::{
-    customer_version_key, COMMAND_TIMEOUT, CUSTOMERS_VERSION_KEY, EVENTS_VERSION_KEY,
-    SERVER_MARKER_KEY,
+    customer_version_key, COMMAND_TIMEOUT, CUSTOMERS_VERSION_KEY, CUSTOMER_VERSION_PREFIX,
+    EVENTS_VERSION_KEY, SERVER_MARKER_KEY,
 };
 use crate::db::{Db, Lsn};
 
 /// The sequence SQLite's versions are taken from (no WAL position there).
 const SEQUENCE_KEY: &str = "engine:v:seq";
+/// A customer's version key lives this much longer than the entries stored
+/// under it (from its last move): long enough that a customer read often keeps
+/// hitting, short enough that ids read or written once leave Redis.
+const CUSTOMER_VERSION_EXTRA_TTL_SECS: u64 = 3600;
 /// Most customers a pending invalidation lists one by one; past that,
 /// [`CUSTOMERS_VERSION_KEY`] is moved instead.
 const MAX_PENDING_CUSTOMERS: usize = 10_000;
@@ -200,7 +204,12 @@ impl Link {
         }
         invocation
             .arg(position.map_or_else(String::new, |p| p.as_u64().to_string()))
-            .arg(SEQUENCE_KEY);
+            .arg(SEQUENCE_KEY)
+            .arg(
+                self.ttl_secs
+                    .saturating_add(CUSTOMER_VERSION_EXTRA_TTL_SECS),
+            )
+            .arg(CUSTOMER_VERSION_PREFIX);
         invocation
     }
 
@@ -277,13 +286,22 @@ impl Link {
             }
             std::mem::take(&mut *pending)
         };
-        let work = async {
+        let position = async {
             if taken.needs_position {
-                let now = self.db.write_position().await.map_err(|e| {
-                    ApplyError::Position(format!("cannot read the write position: {e}"))
-                })?;
+                let now = tokio::time::timeout(COMMAND_TIMEOUT * 10, self.db.write_position())
+                    .await
+                    .map_err(|_| "reading the write position timed out".to_owned())?
+                    .map_err(|e| format!("cannot read the write position: {e}"))?;
                 taken.position = taken.position.max(now);
             }
+            Ok::<_, String>(())
+        };
+        // The database's failure is not Redis': it must not mark the link down.
+        if let Err(e) = position.await {
+            self.restore_pending(taken);
+            return Err(ApplyFailure::Position(e));
+        }
+        let work = async {
             let mut keys = vec![EVENTS_VERSION_KEY.to_owned()];
             if taken.all_customers {
                 keys.push(CUSTOMERS_VERSION_KEY.to_owned());
@@ -302,39 +320,45 @@ impl Link {
                     .query_async::<()>(&mut conn)
                     .await?;
             }
-            Ok::<_, ApplyError>(())
+            Ok::<_, redis::RedisError>(())
         };
         let result = match tokio::time::timeout(COMMAND_TIMEOUT * 10, work).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(ApplyError::Redis(e))) => Err(ApplyFailure::Redis(redact(&e))),
-            Ok(Err(ApplyError::Position(e))) => Err(ApplyFailure::Position(e)),
+            Ok(Err(e)) => Err(ApplyFailure::Redis(redact(&e))),
             Err(_) => Err(ApplyFailure::Redis(
                 "applying pending invalidations timed out".to_owned(),
             )),
         };
-        let mut pending = self.lock_pending();
         match result {
             Ok(()) => {
-                if !pending.any {
+                if !self.lock_pending().any {
                     self.has_pending.store(false, Ordering::Release);
                 }
                 tracing::info!("pending read cache invalidations applied");
                 Ok(())
             }
             Err(e) => {
-                pending.any = true;
-                pending.position = pending.position.max(taken.position);
-                pending.needs_position |= taken.needs_position;
-                pending.server_marker = pending.server_marker.take().or(taken.server_marker);
-                pending.all_customers |= taken.all_customers;
-                if pending.all_customers {
-                    pending.customers.clear();
-                } else {
-                    pending.customers.extend(taken.customers);
-                }
+                self.restore_pending(taken);
                 Err(e)
             }
         }
+    }
+
+    /// Puts invalidations taken out by [`Link::apply_pending_locked`] back,
+    /// merged with any added meanwhile, after applying them failed.
+    fn restore_pending(&self, taken: Pending) {
+        let mut pending = self.lock_pending();
+        pending.any = true;
+        pending.position = pending.position.max(taken.position);
+        pending.needs_position |= taken.needs_position;
+        pending.server_marker = pending.server_marker.take().or(taken.server_marker);
+        pending.all_customers |= taken.all_customers;
+        if pending.all_customers {
+            pending.customers.clear();
+        } else {
+            pending.customers.extend(taken.customers);
+        }
+        self.has_pending.store(true, Ordering::Release);
     }
 
     /// Opens a connection and makes it safe to use: unless [`SERVER_MARKER_KEY`]
@@ -498,19 +522,6 @@ impl ApplyFailure {
         match self {
             ApplyFailure::Redis(e) | ApplyFailure::Position(e) => e,
         }
-    }
-}
-
-/// Why one step of applying pending invalidations failed.
-enum ApplyError {
-    Redis(redis::RedisError),
-    /// The primary's write position could not be read (text without secrets).
-    Position(String),
-}
-
-impl From<redis::RedisError> for ApplyError {
-    fn from(e: redis::RedisError) -> Self {
-        ApplyError::Redis(e)
     }
 }
 

@@ -84,9 +84,12 @@ pub const CUSTOMERS_VERSION_KEY: &str = "engine:v:customers";
 /// invalidates everything and records a new one.
 pub const SERVER_MARKER_KEY: &str = "engine:v:server";
 
+/// What every customer's version key starts with.
+pub const CUSTOMER_VERSION_PREFIX: &str = "engine:v:customer:";
+
 /// The version key of one customer's entries.
 pub fn customer_version_key(customer_id: &str) -> String {
-    format!("engine:v:customer:{customer_id}")
+    format!("{CUSTOMER_VERSION_PREFIX}{customer_id}")
 }
 
 /// Which cache entry a read endpoint wants: its version keys (the entry's
@@ -241,6 +244,11 @@ impl Cache {
         let client = redis::Client::open(redis_url)
             .map_err(|e| anyhow::anyhow!("invalid redis URL ({})", e.category()))?;
         let link = Arc::new(Link::new(client, ttl_secs, db));
+        // An engine that stopped (or crashed) with invalidations Redis had not
+        // taken leaves entries older than its writes: every start invalidates
+        // everything (at the primary's current position) before the cache is
+        // used, so no restart brings them back.
+        link.add_pending_all();
         match link.establish().await {
             Ok(conn) => {
                 *link.lock() = LinkState::Up(conn);
@@ -321,12 +329,16 @@ impl Cache {
             return bypass(compute).await;
         }
         if !missing.is_empty() {
-            // A version key that is absent (a customer never written, or a key
-            // deleted by hand) would let entries under lower versions answer:
-            // start it above every version handed out, and answer this once
-            // from the database.
-            link.initialize_versions(&missing).await;
-            return bypass(compute).await;
+            // A version key that is absent (a customer never written, one whose
+            // key expired, or a key deleted by hand) would let entries under
+            // lower versions answer: answer this once from the database, then
+            // start the key above every version handed out. Not for an answer
+            // that is an error (a 404): unknown ids leave nothing in Redis.
+            let answer = bypass(compute).await;
+            if answer.is_ok() {
+                link.initialize_versions(&missing).await;
+            }
+            return answer;
         }
         let Some(position) = version.parse::<u64>().ok().map(Lsn::from_u64) else {
             tracing::warn!(
@@ -432,6 +444,32 @@ impl Cache {
         };
         link.add_pending(customer_id, None, true);
         link.spawn_apply();
+    }
+
+    /// Tries to apply the invalidations still pending, for at most `limit`.
+    ///
+    /// Runs once at shutdown, after the last request. Logs whether they were
+    /// applied; if not, other engines sharing the Redis may serve answers older
+    /// than this engine's last writes until the entries' TTL or the next engine
+    /// start (which invalidates everything).
+    pub async fn flush_pending(&self, limit: Duration) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        while link.has_pending.load(Ordering::Acquire) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "read cache invalidations not applied before exit: other engines may serve \
+                     older cached answers until their TTL or the next engine start"
+                );
+                return;
+            }
+            // Down: the reconnect loop applies them; up: apply them here.
+            if link.apply_pending().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     /// Invalidates every cached answer: moves the events version and every

@@ -56,7 +56,10 @@ return 1
 /// a key below it is set to it (concurrent writes leave the highest). An empty
 /// `ARGV[1]` (no position: SQLite) takes the next number of the sequence
 /// `ARGV[2]`, above every key it moves, and sets every key to it; so any move of
-/// any key gives a number no version had before.
+/// any key gives a number no version had before. A key that starts with
+/// `ARGV[4]` (one customer's) expires `ARGV[3]` seconds after it was last moved,
+/// so customers read or written once do not stay in Redis forever (a version
+/// key found absent is started above every version again before it is used).
 const BUMP_SCRIPT: &str = r"
 local target = ARGV[1]
 if target == '' then
@@ -70,7 +73,11 @@ if target == '' then
 end
 for _, key in ipairs(KEYS) do
   if above(target, digits(redis.call('GET', key))) then
-    redis.call('SET', key, target)
+    if string.sub(key, 1, #ARGV[4]) == ARGV[4] then
+      redis.call('SET', key, target, 'EX', ARGV[3])
+    else
+      redis.call('SET', key, target)
+    end
   end
 end
 return 0

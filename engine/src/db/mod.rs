@@ -123,19 +123,24 @@ pub struct ReplicaSettings {
     pub max_lag: Duration,
     /// How often each replica's health and lag are checked.
     pub check_interval: Duration,
+    /// The longest one read may take on a replica (waiting for a connection
+    /// included) before it is run on the primary instead; keep it well inside
+    /// the request timeout so the retry fits.
+    pub read_timeout: Duration,
     /// A direct (or session-mode) URL of the primary for the migrations, when
     /// the primary's URL goes through a transaction-pooling PgBouncer.
     pub migrations_url: Option<String>,
 }
 
 impl Default for ReplicaSettings {
-    /// No replicas; a lag limit of 2 s and a check every second; migrations over
-    /// the primary's URL.
+    /// No replicas; a lag limit of 2 s, a check every second and replica reads
+    /// bounded to 10 s; migrations over the primary's URL.
     fn default() -> Self {
         Self {
             urls: Vec::new(),
             max_lag: Duration::from_secs(2),
             check_interval: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(10),
             migrations_url: None,
         }
     }

@@ -18,6 +18,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -115,7 +116,14 @@ impl PgDb {
             .enumerate()
             .map(|(i, url)| {
                 connect_options(url, pool)
-                    .map(|options| pool_options(pool).connect_lazy_with(options))
+                    .map(|options| {
+                        // A replica whose connections are all busy (or that
+                        // refuses new ones) sends the read to the primary soon
+                        // rather than at the pool's acquire timeout.
+                        pool_options(pool)
+                            .acquire_timeout(pool.acquire_timeout.min(REPLICA_ACQUIRE_TIMEOUT))
+                            .connect_lazy_with(options)
+                    })
                     .with_context(|| format!("invalid URL of database.replicas[{i}]"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -124,6 +132,7 @@ impl PgDb {
             writer.clone(),
             replica_pools,
             replicas.max_lag,
+            replicas.read_timeout,
         ));
         reads.check_all().await;
         reads.spawn_checks(replicas.check_interval);
@@ -647,6 +656,10 @@ fn list_query(f: &EventFilter, fetch: i64) -> QueryBuilder<'_, Postgres> {
         .push_bind(fetch);
     qb
 }
+
+/// The longest a read waits for a connection of a replica's pool before it
+/// goes to the primary.
+const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The pool of one server: size and timeouts from `pool`.
 fn pool_options(pool: super::PoolSettings) -> PgPoolOptions {

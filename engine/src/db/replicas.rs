@@ -25,9 +25,11 @@
 //! it replays that write (its last replayed transaction is old); it is then
 //! skipped for one check, which only sends reads to the primary.
 //!
-//! A read that fails on a replica because the replica is unreachable, hangs past
-//! [`REPLICA_READ_TIMEOUT`] or is the wrong database (or its query was cancelled
-//! by recovery, or its pool was saturated) is run again on the primary at once;
+//! A read that fails on a replica because the replica is unreachable (refuses
+//! connections: no connection of its pool came within 1 s and none is open),
+//! hangs past the replica read timeout (a third of `http.request_timeout`, at most
+//! 10 s) or is the wrong database (or its query was cancelled by recovery, or its
+//! pool was saturated) is run again on the primary at once;
 //! an unreachable, hung or wrong replica is also marked down until a check finds
 //! it healthy again, so stopping a replica costs no failed request.
 
@@ -45,9 +47,6 @@ use super::DbError;
 
 /// The longest a health check of one server may take before it counts as down.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-/// The longest one read may take on a replica before the replica is dropped and
-/// the read is run on the primary (a replica that hangs instead of dying).
-pub const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the last health check found out about a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +147,10 @@ pub struct ReplicaSet {
     replicas: Vec<Replica>,
     next: AtomicUsize,
     max_lag: Duration,
+    /// The longest one read may take on a replica before the replica is
+    /// dropped and the read is run on the primary (a replica that hangs
+    /// instead of dying).
+    read_timeout: Duration,
     /// The primary's WAL position at the last check that reached it: replicas
     /// are compared with it while the primary is unreachable.
     last_primary_position: Mutex<Option<Lsn>>,
@@ -172,6 +175,7 @@ impl ReplicaSet {
         primary: PgPool,
         replicas: Vec<PgPool>,
         max_lag: Duration,
+        read_timeout: Duration,
     ) -> Self {
         let replicas = replicas
             .into_iter()
@@ -197,6 +201,7 @@ impl ReplicaSet {
             replicas,
             next: AtomicUsize::new(0),
             max_lag,
+            read_timeout,
             last_primary_position: Mutex::new(None),
             primary_database: Mutex::new(None),
             primary_system_id: Mutex::new(SystemId::Unknown),
@@ -241,7 +246,7 @@ impl ReplicaSet {
     {
         if let Some(replica) = self.pick(after) {
             let attempt =
-                tokio::time::timeout(REPLICA_READ_TIMEOUT, self.session.run(&replica.pool, &op));
+                tokio::time::timeout(self.read_timeout, self.session.run(&replica.pool, &op));
             let result = attempt.await.unwrap_or_else(|_| {
                 Err(sqlx::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
@@ -253,7 +258,7 @@ impl ReplicaSet {
                     replica.reads.fetch_add(1, Ordering::Relaxed);
                     return Ok(value);
                 }
-                Err(e) => match replica_failure(&e) {
+                Err(e) => match replica_failure(&e, &replica.pool) {
                     Some(kind) => {
                         self.fallbacks.fetch_add(1, Ordering::Relaxed);
                         // A saturated pool (Busy) is not a dead replica.
@@ -570,10 +575,14 @@ enum Failure {
     RecoveryConflict,
 }
 
-/// Classifies a replica read error; `None` for errors the primary would give too
-/// (bad data, bugs), which are returned to the caller.
-fn replica_failure(e: &sqlx::Error) -> Option<Failure> {
+/// Classifies a replica read error (`pool` is the replica's, to tell a busy pool
+/// from a dead server); `None` for errors the primary would give too (bad data,
+/// bugs), which are returned to the caller.
+fn replica_failure(e: &sqlx::Error, pool: &PgPool) -> Option<Failure> {
     match e {
+        // No connection came in time. With none open at all, the replica
+        // refuses new ones (it went away); otherwise they are all busy.
+        sqlx::Error::PoolTimedOut if pool.size() == 0 => Some(Failure::Unreachable),
         sqlx::Error::PoolTimedOut => Some(Failure::Busy),
         // A statement timeout (or cancellation) on the replica: it is alive.
         sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => Some(Failure::Busy),
