@@ -15,6 +15,9 @@ need_packages() {
   if [ "$(id -u)" -eq 0 ]; then
     echo "==> installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Packages with a system service (nginx, haproxy, redis-server, postgresql)
+    # must not start it: the tests start their own on free ports.
+    export RUNLEVEL=1
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else

@@ -30,14 +30,39 @@ impl Round {
     }
 }
 
-/// Sends GET `url` from `concurrency` connections for `duration`; returns the tally.
-pub async fn drive(url: &str, concurrency: usize, duration: Duration) -> Round {
-    let client = reqwest::Client::builder()
+/// An HTTP/1.1 client keeping up to `concurrency` connections alive, trusting
+/// `ca_pem` (a PEM CA certificate) for HTTPS when given, and resolving
+/// `localhost` to 127.0.0.1 only (the servers under test listen there).
+///
+/// Runs once per setup; panics if the CA cannot be parsed.
+pub fn client(concurrency: usize, ca_pem: Option<&str>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
         .http1_only()
         .pool_max_idle_per_host(concurrency)
         .timeout(Duration::from_secs(10))
+        .resolve("localhost", std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    if let Some(pem) = ca_pem {
+        let ca = reqwest::Certificate::from_pem(pem.as_bytes())
+            .unwrap_or_else(|e| panic!("CA certificate: {e}"));
+        builder = builder.add_root_certificate(ca);
+    }
+    builder
         .build()
-        .unwrap_or_else(|e| panic!("http client: {e}"));
+        .unwrap_or_else(|e| panic!("http client: {e}"))
+}
+
+/// Sends GET `url` from `concurrency` connections for `duration`; returns the tally.
+pub async fn drive(url: &str, concurrency: usize, duration: Duration) -> Round {
+    drive_with(&client(concurrency, None), url, concurrency, duration).await
+}
+
+/// Like [`drive`], with a given `client` (e.g. one trusting a test CA).
+pub async fn drive_with(
+    client: &reqwest::Client,
+    url: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> Round {
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..concurrency)

@@ -12,12 +12,21 @@
 //! interleaved rounds. It then floods a second gateway (8 MiB cache) with distinct
 //! keys and reports how its resident memory grew.
 //!
+//! `proxy` compares the gateway with nginx and HAProxy as plain reverse proxies
+//! (no plugins) in front of one echo upstream, each with one worker thread and
+//! keep-alive upstream connections, over HTTP and over HTTPS (the same
+//! certificate for all three), in interleaved rounds; it prints each proxy's
+//! throughput and latency, the gateway's ratios to the other two, and resident
+//! memory after the run. nginx and HAProxy are installed first if missing (as
+//! root; otherwise the command to run is printed).
+//!
 //! Options (environment): `LOAD_CONCURRENCY` (default 32), `LOAD_SECONDS` per round
 //! (default 5), `LOAD_ROUNDS` (default 3).
 
 use std::time::Duration;
 
-use benches::load::{drive, median};
+use benches::load::{client, drive, drive_with, median, Round};
+use benches::peers::{self, Peer, Tls};
 use e2e::engine::EngineProcess;
 use e2e::gateway::GatewayProcess;
 use e2e::redis::RedisServer;
@@ -279,13 +288,192 @@ async fn cache() {
     );
 }
 
+fn proxy_config(up: &Upstream) -> String {
+    format!(
+        r#"_format_version: "3.0"
+services:
+  - name: echo
+    url: http://{up}
+    routes:
+      - name: all
+        paths: [/]
+"#,
+        up = up.addr
+    )
+}
+
+/// One proxy under comparison, over one protocol.
+struct Target {
+    proxy: &'static str,
+    scheme: &'static str,
+    url: String,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+async fn proxy() -> anyhow::Result<()> {
+    let concurrency = env_or("LOAD_CONCURRENCY", 32) as usize;
+    let seconds = Duration::from_secs(env_or("LOAD_SECONDS", 5));
+    let rounds = env_or("LOAD_ROUNDS", 3);
+    peers::ensure_installed()?;
+    let up = Upstream::echo().await;
+    let gw = GatewayProcess::start(&proxy_config(&up));
+    let (ca, cert, key) = peers::gateway_certs(gw.dir());
+    let tls = Tls {
+        cert: &cert,
+        key: &key,
+    };
+    let upstream = up.addr.to_string();
+    let nginx = Peer::nginx(&upstream, &tls)?;
+    let haproxy = Peer::haproxy(&upstream, &tls)?;
+    let ca_pem = std::fs::read_to_string(&ca)?;
+    let plain = client(concurrency, None);
+    let secure = client(concurrency, Some(&ca_pem));
+    let path = "/bench/item?id=42";
+    let mut targets = vec![Target {
+        proxy: "upstream",
+        scheme: "http",
+        url: format!("http://{upstream}{path}"),
+    }];
+    for (proxy, http, https) in [
+        ("gateway", gw.http_url(), gw.https_url()),
+        ("nginx", nginx.http_url(), nginx.https_url()),
+        ("haproxy", haproxy.http_url(), haproxy.https_url()),
+    ] {
+        targets.push(Target {
+            proxy,
+            scheme: "http",
+            url: format!("{http}{path}"),
+        });
+        targets.push(Target {
+            proxy,
+            scheme: "https",
+            url: format!("{https}{path}"),
+        });
+    }
+    let client_for = |t: &Target| if t.scheme == "https" { &secure } else { &plain };
+
+    // Every target must really proxy: a 200 that reached the upstream.
+    for t in &targets {
+        let before = up.hits();
+        let resp = client_for(t).get(&t.url).send().await?;
+        if !resp.status().is_success() || up.hits() != before + 1 {
+            anyhow::bail!(
+                "{} over {} answered {} without reaching the upstream once",
+                t.proxy,
+                t.scheme,
+                resp.status()
+            );
+        }
+    }
+    println!(
+        "proxy: gateway {} vs {} vs {}, one worker each, {concurrency} connections, \
+         {rounds} rounds of {}s per target, interleaved",
+        e2e::bin::path("gateway").display(),
+        version("/usr/sbin/nginx", "-v"),
+        version("/usr/sbin/haproxy", "-v"),
+        seconds.as_secs()
+    );
+    for t in &targets {
+        drive_with(client_for(t), &t.url, concurrency, Duration::from_secs(1)).await;
+    }
+    let mut results: Vec<Vec<Round>> = vec![Vec::new(); targets.len()];
+    for round in 0..rounds {
+        for (i, t) in targets.iter().enumerate() {
+            let opened = up.connections();
+            let r = drive_with(client_for(t), &t.url, concurrency, seconds).await;
+            println!(
+                "  round {} {:>8} {:>5}: {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  non-2xx {} errors {}  new upstream connections {}",
+                round + 1,
+                t.proxy,
+                t.scheme,
+                r.rps(),
+                ms(r.p50),
+                ms(r.p99),
+                r.non_2xx,
+                r.errors,
+                up.connections() - opened
+            );
+            results[i].push(r);
+        }
+    }
+    let summary: Vec<(f64, f64, f64)> = results
+        .iter()
+        .map(|rs| {
+            let pick = |f: fn(&Round) -> f64| median(&mut rs.iter().map(f).collect::<Vec<_>>());
+            (pick(Round::rps), pick(|r| ms(r.p50)), pick(|r| ms(r.p99)))
+        })
+        .collect();
+    let memory = [
+        ("gateway", gw.rss_kib()),
+        ("nginx", peers::rss_kib_with_children(nginx.pid())),
+        ("haproxy", peers::rss_kib_with_children(haproxy.pid())),
+    ];
+    println!();
+    println!("| proxy | scheme | req/s (median) | p50 ms | p99 ms | RSS after run |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (t, (rps, p50, p99)) in targets.iter().zip(&summary) {
+        let rss = memory
+            .iter()
+            .find(|(name, _)| *name == t.proxy)
+            .map_or_else(|| "-".to_owned(), |(_, kib)| format!("{} MiB", kib >> 10));
+        println!(
+            "| {} | {} | {rps:.0} | {p50:.2} | {p99:.2} | {rss} |",
+            t.proxy, t.scheme
+        );
+    }
+    let rps_of = |proxy: &str, scheme: &str| {
+        targets
+            .iter()
+            .zip(&summary)
+            .find(|(t, _)| t.proxy == proxy && t.scheme == scheme)
+            .map_or(0.0, |(_, s)| s.0)
+    };
+    for scheme in ["http", "https"] {
+        let gateway = rps_of("gateway", scheme);
+        println!(
+            "{scheme}: gateway/nginx {:.3}, gateway/haproxy {:.3}",
+            gateway / rps_of("nginx", scheme).max(1e-9),
+            gateway / rps_of("haproxy", scheme).max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// The first line a binary prints of its version (nginx prints it on stderr).
+fn version(bin: &str, flag: &str) -> String {
+    std::process::Command::new(bin)
+        .arg(flag)
+        .output()
+        .map(|o| {
+            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&o.stderr));
+            let line = text.lines().next().unwrap_or_default();
+            // "nginx version: nginx/1.22.1", "HAProxy version 2.6.12-1 2023/..."
+            let line = line.strip_prefix("nginx version: ").unwrap_or(line);
+            line.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
 #[tokio::main]
 async fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("rate-limit") => rate_limit().await,
         Some("cache") => cache().await,
+        Some("proxy") => {
+            if let Err(e) = proxy().await {
+                eprintln!("load proxy: {e:#}");
+                std::process::exit(1);
+            }
+        }
         _ => {
-            eprintln!("usage: load rate-limit|cache");
+            eprintln!("usage: load rate-limit|cache|proxy");
             std::process::exit(2);
         }
     }
