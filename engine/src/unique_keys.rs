@@ -3,6 +3,7 @@
 //! `amount`s are an ambiguity to refuse, not to resolve (another parser in front
 //! of the engine may have read the first).
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fmt;
 
@@ -14,29 +15,37 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 ///
 /// Runs once per `POST /events`, before the body is read into values.
 pub fn first_duplicate(json: &str) -> Option<String> {
+    let found = Found::default();
     let mut de = serde_json::Deserializer::from_str(json);
-    match (Walk { top: true }).deserialize(&mut de) {
+    let walk = Walk {
+        top: true,
+        found: &found,
+    };
+    match walk.deserialize(&mut de) {
         Ok(()) => None,
-        Err(e) => e.to_string().strip_prefix(MARK).map(|rest| {
-            // serde_json appends " at line L column C".
-            rest.rsplit_once(" at line ")
-                .map_or(rest, |(field, _)| field)
-                .to_owned()
-        }),
+        Err(_) => found.field.into_inner(),
     }
 }
 
-/// Prefix of the error message that names the field.
-const MARK: &str = "duplicate key in field ";
+/// What the walk found, kept beside the parser's error (whose text cannot be
+/// trusted to carry a key verbatim).
+#[derive(Default)]
+struct Found {
+    /// Some object repeated a key.
+    duplicate: Cell<bool>,
+    /// The top-level field it was in.
+    field: RefCell<Option<String>>,
+}
 
 /// Walks any JSON value, failing on the first object with a repeated key.
 #[derive(Clone, Copy)]
-struct Walk {
+struct Walk<'a> {
     /// Whether this is the body itself (its keys name the fields).
     top: bool,
+    found: &'a Found,
 }
 
-impl<'de> DeserializeSeed<'de> for Walk {
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -44,7 +53,7 @@ impl<'de> DeserializeSeed<'de> for Walk {
     }
 }
 
-impl<'de> Visitor<'de> for Walk {
+impl<'de> Visitor<'de> for Walk<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -71,25 +80,26 @@ impl<'de> Visitor<'de> for Walk {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Walk { top: false })?.is_some() {}
+        let inner = Walk { top: false, ..self };
+        while seq.next_element_seed(inner)?.is_some() {}
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut seen = HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                return Err(de::Error::custom(format!("{MARK}{key}")));
+            let repeated = !seen.insert(key.clone());
+            let result = if repeated {
+                self.found.duplicate.set(true);
+                Err(de::Error::custom("duplicate key"))
+            } else {
+                map.next_value_seed(Walk { top: false, ..self })
+            };
+            if result.is_err() && self.top && self.found.duplicate.get() {
+                // The repeat (here or deeper down) is reported under this field.
+                *self.found.field.borrow_mut() = Some(key);
             }
-            let top = self.top;
-            map.next_value_seed(Walk { top: false }).map_err(|e| {
-                // A repeat deeper down is reported under this top-level field.
-                if top && e.to_string().starts_with(MARK) {
-                    de::Error::custom(format!("{MARK}{key}"))
-                } else {
-                    e
-                }
-            })?;
+            result?;
         }
         Ok(())
     }
@@ -109,6 +119,14 @@ mod tests {
         assert_eq!(
             first_duplicate(r#"{"a":1,"metadata":{"x":[{"k":1,"k":2}]}}"#).as_deref(),
             Some("metadata")
+        );
+        assert_eq!(
+            first_duplicate(r#"{"x at line 1 column 2":1,"x at line 1 column 2":1}"#).as_deref(),
+            Some("x at line 1 column 2")
+        );
+        assert_eq!(
+            first_duplicate(r#"{"amo\u0075nt":1,"amount":2}"#).as_deref(),
+            Some("amount")
         );
         assert_eq!(first_duplicate(r#"[{"a":1},{"a":2}]"#), None);
         assert_eq!(first_duplicate("{not json"), None);

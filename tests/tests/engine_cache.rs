@@ -905,3 +905,66 @@ async fn unknown_customers_leave_no_keys_and_customer_versions_expire() {
     let got = until_cached(&ctx, "/customers/cus_k", Duration::from_secs(5)).await;
     assert_eq!(lifetime_value(&got), 101);
 }
+
+/// Redis stops answering just as a write's invalidation is due, and the engine
+/// that wrote is stopped (SIGTERM) right after; Redis comes back before that
+/// engine's 5 s shutdown budget runs out, though after the last attempt its
+/// reconnect loop would make in that time. The engine connects at once and applies it, so a second
+/// engine sharing the Redis stops serving the answer cached before the write.
+#[tokio::test]
+async fn shutdown_applies_a_pending_invalidation_once_redis_is_back() {
+    let mut ctx = Ctx::start_sqlite();
+    let redis_url = format!("redis://{}/0", ctx.redis.addr());
+    let envs = [
+        ("ENGINE_REDIS_URL", redis_url.as_str()),
+        ("ENGINE_SUMMARY_TTL_SECS", "300"),
+    ];
+    let other = EngineProcess::start_with(&ctx.database_url(), &envs);
+    let (http, url) = (ctx.http.clone(), other.api_url("/customers/cus_s"));
+    let other_customer =
+        || async { Reply::read(http.get(url.as_str()).send().await.unwrap()).await };
+    ctx.charged("cus_s", 100).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while other_customer().await.cache() != "hit" {
+        assert!(
+            Instant::now() < deadline,
+            "never cached by the other engine"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 4.6 s: past the reconnect loop's attempt at about 4.1 s (back-off 0.1,
+    // 0.2, 0.4, 0.8, 1.6 s plus 200 ms timeouts) and before its next, at about
+    // 6.3 s, which is after the shutdown budget.
+    pause_all(ctx.redis.port, 4600);
+    ctx.charged("cus_s", 5).await;
+    let status = ctx.api.engine.terminate();
+    assert!(status.success(), "{status}");
+    let log = ctx.engine.log();
+    assert!(
+        log.contains("pending read cache invalidations applied")
+            && !log.contains("not applied before exit"),
+        "{}",
+        ctx.engine.log_tail(20)
+    );
+    for _ in 0..5 {
+        let got = other_customer().await;
+        assert_eq!(lifetime_value(&got), 105, "{}: {}", got.cache(), got.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `CLIENT PAUSE ms ALL`, waiting only for its `+OK` (`RedisServer::command`
+/// also sends `QUIT`, which the pause holds back).
+fn pause_all(port: u16, ms: u32) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let ms = ms.to_string();
+    let request = format!(
+        "*4\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n${}\r\n{ms}\r\n$3\r\nALL\r\n",
+        ms.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut ok = [0u8; 5];
+    s.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+}

@@ -436,6 +436,21 @@ impl Link {
         }
     }
 
+    /// Whether the shared connection is up.
+    pub(super) fn is_up(&self) -> bool {
+        matches!(*self.lock(), LinkState::Up(_))
+    }
+
+    /// Connects (and applies what is pending) at once rather than at the
+    /// reconnect loop's next attempt, which may be 2 s away.
+    ///
+    /// Runs at shutdown while invalidations are pending and the link is down.
+    pub(super) async fn reconnect_now(&self) -> Result<(), String> {
+        let conn = self.establish().await?;
+        *self.lock() = LinkState::Up(conn);
+        Ok(())
+    }
+
     /// Marks the link down (logging once per outage) and starts reconnecting.
     pub(super) fn mark_down(self: &Arc<Self>, why: &str) {
         let was_up = {

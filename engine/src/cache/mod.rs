@@ -465,8 +465,14 @@ impl Cache {
                 );
                 return;
             }
-            // Down: the reconnect loop applies them; up: apply them here.
-            if link.apply_pending().await.is_err() {
+            // Down: connect now (the reconnect loop may be backing off for
+            // seconds), which applies them; up: apply them here.
+            let applied = if link.is_up() {
+                link.apply_pending().await
+            } else {
+                link.reconnect_now().await
+            };
+            if applied.is_err() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
