@@ -296,7 +296,8 @@ pub fn rss_kib_with_children(pid: u32) -> u64 {
     rss(&pid) + children
 }
 
-/// The directory of a gateway's generated development certificates.
+/// The development CA, `localhost` chain and key a test gateway generated under
+/// `gateway_dir` (`GatewayProcess::dir`), for the peers to serve the same ones.
 pub fn gateway_certs(gateway_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let certs = gateway_dir.join("certs");
     (
