@@ -117,15 +117,26 @@ impl RedisServer {
     pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        req.push_str("*1\r\n$4\r\nQUIT\r\n");
+        let mut req = resp(args);
+        req.push_str(&resp(&["QUIT"]));
         s.write_all(req.as_bytes())?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out.trim_end_matches("+OK\r\n").to_string())
+    }
+
+    /// `CLIENT PAUSE ms ALL`: every client, this harness' too, waits until the
+    /// pause ends. Returns at once (on its `+OK`, without the `QUIT` that
+    /// [`RedisServer::command`] sends, which the pause would hold back).
+    pub fn pause_all(&self, ms: u32) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("read timeout");
+        s.write_all(resp(&["CLIENT", "PAUSE", &ms.to_string(), "ALL"]).as_bytes())
+            .expect("send CLIENT PAUSE");
+        let mut ok = [0u8; 5];
+        s.read_exact(&mut ok).expect("CLIENT PAUSE reply");
+        assert_eq!(&ok, b"+OK\r\n", "CLIENT PAUSE refused");
     }
 
     /// Calls of each command since start or the last reset, from `INFO commandstats`.
@@ -165,4 +176,13 @@ fn signal(pid: u32, sig: &str) -> bool {
         .args([sig, &pid.to_string()])
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// One command in RESP, the Redis wire format.
+fn resp(args: &[&str]) -> String {
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    req
 }

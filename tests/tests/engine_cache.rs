@@ -37,15 +37,15 @@ impl Ctx {
     fn start(backend: Backend, name: &str) -> Self {
         let redis = RedisServer::start();
         let redis_url = format!("redis://{}/0", redis.addr());
-        let api = EngineCtx::start_with(
-            backend,
-            name,
-            &[
-                ("ENGINE_REDIS_URL", redis_url.as_str()),
-                ("ENGINE_SUMMARY_TTL_SECS", "300"),
-            ],
-        );
+        let api = EngineCtx::start_with(backend, name, &cache_env(&redis_url));
         Ctx { api, redis }
+    }
+
+    /// Starts another engine on this context's database and Redis, set up as
+    /// the first (e.g. a second instance, or the first one restarted).
+    fn start_engine(&self) -> EngineProcess {
+        let redis_url = format!("redis://{}/0", self.redis.addr());
+        EngineProcess::start_with(&self.database_url(), &cache_env(&redis_url))
     }
 
     /// Posts a EUR charge of `amount` for `customer` (with an optional
@@ -83,6 +83,15 @@ impl Ctx {
             .parse()
             .unwrap()
     }
+}
+
+/// The read-cache settings of every engine here: Redis at `redis_url`, entries
+/// living 300 s.
+fn cache_env(redis_url: &str) -> [(&'static str, &str); 2] {
+    [
+        ("ENGINE_REDIS_URL", redis_url),
+        ("ENGINE_SUMMARY_TTL_SECS", "300"),
+    ]
 }
 
 /// The net of the only summary row (all test events share day and currency).
@@ -570,13 +579,7 @@ async fn a_write_whose_position_cannot_be_read_leaves_nothing_stale() {
     let redis = RedisServer::start();
     let redis_url = format!("redis://{}/0", redis.addr());
     let url = format!("postgres://app@127.0.0.1:{}/app", cluster.port());
-    let engine = e2e::engine::EngineProcess::start_with(
-        &url,
-        &[
-            ("ENGINE_REDIS_URL", redis_url.as_str()),
-            ("ENGINE_SUMMARY_TTL_SECS", "300"),
-        ],
-    );
+    let engine = e2e::engine::EngineProcess::start_with(&url, &cache_env(&redis_url));
     let http = reqwest::Client::new();
     let charge = json!({"customer_id": "cus_p", "product": "pro", "kind": "charge",
                         "amount": 100, "currency": "EUR",
@@ -694,14 +697,12 @@ async fn a_write_that_outlives_its_request_still_invalidates() {
     let cluster = e2e::pg::PgCluster::start();
     let redis = RedisServer::start();
     let redis_url = format!("redis://{}/0", redis.addr());
-    let engine = e2e::engine::EngineProcess::start_with(
-        &cluster.url(),
-        &[
-            ("ENGINE_REDIS_URL", redis_url.as_str()),
-            ("ENGINE_SUMMARY_TTL_SECS", "300"),
-            ("ENGINE_REQUEST_TIMEOUT_MS", "1000"),
-        ],
-    );
+    let env = [
+        &cache_env(&redis_url)[..],
+        &[("ENGINE_REQUEST_TIMEOUT_MS", "1000")],
+    ]
+    .concat();
+    let engine = e2e::engine::EngineProcess::start_with(&cluster.url(), &env);
     let http = reqwest::Client::new();
     let charge = |amount: i64| {
         json!({"customer_id": "cus_s", "product": "pro", "kind": "charge",
@@ -854,14 +855,7 @@ async fn a_restart_with_a_pending_invalidation_leaves_nothing_stale() {
         ctx.engine.log_tail(20)
     );
     ctx.redis.command(&["CLIENT", "UNPAUSE"]).unwrap();
-    let redis_url = format!("redis://{}/0", ctx.redis.addr());
-    ctx.api.engine = EngineProcess::start_with(
-        &ctx.database_url(),
-        &[
-            ("ENGINE_REDIS_URL", redis_url.as_str()),
-            ("ENGINE_SUMMARY_TTL_SECS", "300"),
-        ],
-    );
+    ctx.api.engine = ctx.start_engine();
     for _ in 0..3 {
         let got = ctx.fetch("/customers/cus_r").await;
         assert_eq!(lifetime_value(&got), 105, "{}: {}", got.cache(), got.text);
@@ -914,12 +908,7 @@ async fn unknown_customers_leave_no_keys_and_customer_versions_expire() {
 #[tokio::test]
 async fn shutdown_applies_a_pending_invalidation_once_redis_is_back() {
     let mut ctx = Ctx::start_sqlite();
-    let redis_url = format!("redis://{}/0", ctx.redis.addr());
-    let envs = [
-        ("ENGINE_REDIS_URL", redis_url.as_str()),
-        ("ENGINE_SUMMARY_TTL_SECS", "300"),
-    ];
-    let other = EngineProcess::start_with(&ctx.database_url(), &envs);
+    let other = ctx.start_engine();
     let (http, url) = (ctx.http.clone(), other.api_url("/customers/cus_s"));
     let other_customer =
         || async { Reply::read(http.get(url.as_str()).send().await.unwrap()).await };
@@ -935,7 +924,7 @@ async fn shutdown_applies_a_pending_invalidation_once_redis_is_back() {
     // 4.6 s: past the reconnect loop's attempt at about 4.1 s (back-off 0.1,
     // 0.2, 0.4, 0.8, 1.6 s plus 200 ms timeouts) and before its next, at about
     // 6.3 s, which is after the shutdown budget.
-    pause_all(ctx.redis.port, 4600);
+    ctx.redis.pause_all(4600);
     ctx.charged("cus_s", 5).await;
     let status = ctx.api.engine.terminate();
     assert!(status.success(), "{status}");
@@ -951,20 +940,4 @@ async fn shutdown_applies_a_pending_invalidation_once_redis_is_back() {
         assert_eq!(lifetime_value(&got), 105, "{}: {}", got.cache(), got.text);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// `CLIENT PAUSE ms ALL`, waiting only for its `+OK` (`RedisServer::command`
-/// also sends `QUIT`, which the pause holds back).
-fn pause_all(port: u16, ms: u32) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let ms = ms.to_string();
-    let request = format!(
-        "*4\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n${}\r\n{ms}\r\n$3\r\nALL\r\n",
-        ms.len()
-    );
-    s.write_all(request.as_bytes()).unwrap();
-    let mut ok = [0u8; 5];
-    s.read_exact(&mut ok).unwrap();
-    assert_eq!(&ok, b"+OK\r\n");
 }
