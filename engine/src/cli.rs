@@ -129,7 +129,8 @@ async fn invalidate_cache(config: &Config, db: &crate::db::Db) {
         let cache = crate::cache::Cache::connect(url, config.summary_ttl_secs, db.clone())
             .await
             .map_err(|e| e.to_string())?;
-        cache.invalidate_all().await
+        // Connecting invalidates everything cached before (the seed is done).
+        cache.invalidated_since_connect().await
     }
     .await;
     match result {

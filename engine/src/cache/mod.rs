@@ -9,7 +9,7 @@
 //!   number), with SQLite to the next number of the sequence `engine:v:seq`. Every
 //!   move sets a value above every version handed out before it, and a version
 //!   only ever grows;
-//! - a bulk invalidation ([`Cache::invalidate_all`], and pending invalidations of
+//! - a bulk invalidation (every [`Cache::connect`], and pending invalidations of
 //!   too many customers to list) moves `engine:v:events` and
 //!   `engine:v:customers`, which every customer entry depends on too;
 //! - a summary is cached under `engine:summary:{events version}:{sha256}` and a
@@ -478,21 +478,21 @@ impl Cache {
         }
     }
 
-    /// Invalidates every cached answer: moves the events version and every
-    /// customer version forward (Postgres: to the primary's position; SQLite: to
-    /// the next number of the sequence).
+    /// Makes sure every cached answer from before [`Cache::connect`] is
+    /// invalidated: `connect` queues that invalidation (the events version and
+    /// every customer version move to the primary's position, SQLite: to the
+    /// next number of the sequence) and applies it if Redis answers; this tries
+    /// once more if it did not.
     ///
-    /// The position is the primary's current one, read when it is applied.
-    ///
-    /// Runs after a bulk load that bypassed the write path (`engine seed`).
-    /// Returns an error (without credentials) if Redis or the database could not
-    /// be reached or did not finish in time; nothing is invalidated then, and
-    /// cached answers stay until their TTL. A disabled cache returns `Ok`.
-    pub async fn invalidate_all(&self) -> Result<(), String> {
+    /// Runs after a bulk load that bypassed the write path (`engine seed`, which
+    /// connects once it has stored its events). Returns an error (without
+    /// credentials) if Redis or the database could not be reached or did not
+    /// finish in time; nothing is invalidated then, and cached answers stay until
+    /// their TTL. A disabled cache returns `Ok`.
+    pub async fn invalidated_since_connect(&self) -> Result<(), String> {
         let Some(link) = &self.link else {
             return Ok(());
         };
-        link.add_pending_all();
         link.apply_pending().await
     }
 
