@@ -277,23 +277,13 @@ impl Drop for Peer {
 /// Resident memory of process `pid` and its children (nginx's workers), in KiB,
 /// from `/proc`; 0 when it cannot be read.
 pub fn rss_kib_with_children(pid: u32) -> u64 {
-    let rss = |pid: &str| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            })
-            .unwrap_or(0)
-    };
-    let pid = pid.to_string();
     let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
-        .map(rss)
+        .filter_map(|child| child.parse().ok())
+        .map(e2e::rss_kib)
         .sum();
-    rss(&pid) + children
+    e2e::rss_kib(pid) + children
 }
 
 /// The development CA, `localhost` chain and key a test gateway generated under

@@ -100,14 +100,7 @@ impl GatewayProcess {
 
     /// Resident memory of the process in KiB (from /proc), 0 if unknown.
     pub fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
+        crate::rss_kib(self.child.id())
     }
 
     /// The directory holding the config, the log and the development certificates.

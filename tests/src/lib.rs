@@ -25,6 +25,19 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot bind a free port: {e}"))
 }
 
+/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/PID/status`); 0
+/// when it cannot be read (the process is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Writes raw bytes to `port` on 127.0.0.1 and returns everything the server sends
 /// back until it closes the connection (or 10 seconds pass).
 pub async fn raw_exchange(port: u16, bytes: &[u8]) -> String {
