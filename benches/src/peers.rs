@@ -286,6 +286,21 @@ pub fn rss_kib_with_children(pid: u32) -> u64 {
     e2e::rss_kib(pid) + children
 }
 
+/// The gateway's side of the comparison: a config with one route for every
+/// path to `upstream` (`host:port`) and no plugins.
+pub fn gateway_config(upstream: &str) -> String {
+    format!(
+        r#"_format_version: "3.0"
+services:
+  - name: echo
+    url: http://{upstream}
+    routes:
+      - name: all
+        paths: [/]
+"#
+    )
+}
+
 /// The development CA, `localhost` chain and key a test gateway generated under
 /// `gateway_dir` (`GatewayProcess::dir`), for the peers to serve the same ones.
 pub fn gateway_certs(gateway_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {

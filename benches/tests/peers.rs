@@ -14,10 +14,7 @@ use serde_json::Value;
 async fn gateway_nginx_and_haproxy_all_proxy_to_the_upstream() {
     peers::ensure_installed().unwrap();
     let up = Upstream::echo().await;
-    let gw = GatewayProcess::start(&format!(
-        "_format_version: \"3.0\"\nservices:\n  - name: echo\n    url: http://{}\n    routes:\n      - name: all\n        paths: [/]\n",
-        up.addr
-    ));
+    let gw = GatewayProcess::start(&peers::gateway_config(&up.addr.to_string()));
     let (ca, cert, key) = peers::gateway_certs(gw.dir());
     let tls = Tls {
         cert: &cert,

@@ -295,20 +295,6 @@ async fn cache() {
     );
 }
 
-fn proxy_config(up: &Upstream) -> String {
-    format!(
-        r#"_format_version: "3.0"
-services:
-  - name: echo
-    url: http://{up}
-    routes:
-      - name: all
-        paths: [/]
-"#,
-        up = up.addr
-    )
-}
-
 /// One proxy under comparison, over one protocol.
 struct Target {
     proxy: &'static str,
@@ -326,7 +312,7 @@ async fn proxy() -> anyhow::Result<()> {
     let rounds = env_or("LOAD_ROUNDS", 3);
     peers::ensure_installed()?;
     let up = Upstream::echo().await;
-    let gw = GatewayProcess::start(&proxy_config(&up));
+    let gw = GatewayProcess::start(&peers::gateway_config(&up.addr.to_string()));
     let (ca, cert, key) = peers::gateway_certs(gw.dir());
     let tls = Tls {
         cert: &cert,
